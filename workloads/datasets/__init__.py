@@ -1,0 +1,1 @@
+"""Datasets: the embedded synthetic set, image decoding and the ADM centre crop."""
