@@ -1,0 +1,100 @@
+"""Content-addressed identities of every stage's output.
+
+Each stage's key hashes exactly the config that shapes its result plus the key of its input, so
+trials that share a tokenizer share its checkpoint and latent cache, and a rerun finds finished
+stages. Execution-only settings (workers, batch sizes of inference jobs, logging and checkpoint
+cadence, ZeRO stage, compile) are left out: they change how fast, not what.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.config.loading import content_hash, to_dict
+from orchestrator.config.schema import ExperimentConfig, TrainingConfig
+
+_EXECUTION_ONLY_TRAINING = (
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "zero_stage",
+    "offload_optimizer",
+    "activation_checkpointing",
+    "compile",
+)
+
+
+def _training_identity(t: TrainingConfig) -> dict:
+    data = to_dict(t)
+    for key in _EXECUTION_ONLY_TRAINING:
+        data.pop(key)
+    return data
+
+
+def _without(section: object, *keys: str) -> dict:
+    data = to_dict(section)
+    for key in keys:
+        data.pop(key)
+    return data
+
+
+@dataclass(frozen=True)
+class StageKeys:
+    dataset: str
+    tokenizer: str
+    tokenizer_eval: str
+    cache: str
+    generator: str
+    generator_eval: str
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.__dict__)
+
+
+def stage_keys(cfg: ExperimentConfig) -> StageKeys:
+    """Keys of a *resolved* config's stage outputs (see `validation.resolve`)."""
+    dataset = content_hash(_without(cfg.dataset, "max_skip_fraction"))
+    tok = cfg.tokenizer
+    # Without VF loss the margins and weights are inert: leave them out so they cannot split
+    # one baseline tokenizer into several identical ones.
+    vf = to_dict(tok.vf) if tok.vf.enabled else {"foundation": "none"}
+    tokenizer_section = {
+        "arch": to_dict(tok.arch),
+        "vf": vf,
+        "loss": to_dict(tok.loss),
+        "optimizer": to_dict(tok.optimizer),
+        "training": _training_identity(tok.training),
+        "stages": to_dict(tok.stages),
+    }
+    tokenizer = content_hash({"dataset": dataset, "seed": cfg.seed, "tokenizer": tokenizer_section})
+    ev = cfg.evaluation
+    recon_eval = {
+        "images": ev.tokenizer_num_images,
+        "inception": ev.inception_weights,
+        "uniformity": ev.uniformity_samples,
+        "fd_foundation": ev.fd_foundation,
+        "seed": ev.seed,
+    }
+    tokenizer_eval = content_hash({"tokenizer": tokenizer, "eval": recon_eval})
+    cache = content_hash(
+        {"tokenizer": tokenizer, "cache": _without(cfg.cache, "batch_size", "num_actors")}
+    )
+    gen = cfg.generator
+    generator_section = {
+        "model": to_dict(gen.model),
+        "transport": to_dict(gen.transport),
+        "optimizer": to_dict(gen.optimizer),
+        "ema": to_dict(gen.ema),
+        "training": _training_identity(gen.training),
+        "latent_norm": gen.latent_norm,
+        "latent_multiplier": gen.latent_multiplier,
+    }
+    generator = content_hash({"cache": cache, "seed": cfg.seed, "generator": generator_section})
+    gen_eval = {
+        "sampler": to_dict(cfg.sampler),
+        "eval": _without(
+            ev, "batch_size", "num_workers", "tokenizer_num_images", "uniformity_samples"
+        ),
+    }
+    generator_eval = content_hash({"generator": generator, "eval": gen_eval})
+    return StageKeys(dataset, tokenizer, tokenizer_eval, cache, generator, generator_eval)

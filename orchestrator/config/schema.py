@@ -1,0 +1,386 @@
+"""The typed configuration tree of one frontier point (and of a sweep over many).
+
+Defaults are the paper recipe (arXiv 2501.01423 and the reference code at 2725fed); the
+`debug_cpu` preset in `presets.py` shrinks everything to a 2-core laptop. Key names follow the
+reference (`cos_margin`, `distmat_margin`, `vf_weight`, `cfg_interval_start`, `timestep_shift`,
+`use_qknorm`, ...) so every number maps onto the paper.
+
+Weight sources (`weights` fields) are one of: `"hub"` (download through timm / torchvision when
+online), `"random_init"` (tests only: results are not meaningful), a local file path, or for
+the foundation model `"auto"` (hub for timm models; for `standin`, trained once on the dataset
+and cached by its identity). `lpips_weights: none` runs without LPIPS (perceptual_weight 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Precision = Literal["auto", "fp32", "bf16"]
+NonFinitePolicy = Literal["skip", "stop"]
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class EmbeddedDatasetConfig:
+    """The procedural class-conditional dataset shipped with the repo (no download needed)."""
+
+    num_classes: int = 10
+    image_size: int = 32
+    train_per_class: int = 200
+    val_per_class: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetConfig:
+    source: Literal["folder", "embedded"] = "folder"
+    # ImageNet-style tree `<root>/<split>/<class>/*.JPEG`. For `embedded`, where it is written
+    # (null = under the storage dir, keyed by the dataset identity).
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    resolution: int = 256
+    # Null = the number of class folders (embedded: `embedded.num_classes`).
+    num_classes: int | None = 1000
+    # Optional file mapping class-folder name -> label index (one `name index` pair per line).
+    label_map: str | None = None
+    # The ingestion stage fails when more than this fraction of files had to be skipped.
+    max_skip_fraction: float = 0.01
+    # Decompression-bomb guard: images with more pixels are skipped (PIL's own default limit).
+    max_image_pixels: int = 89_478_485
+    # Cap on images per split (debugging); null = all.
+    max_images: int | None = None
+    embedded: EmbeddedDatasetConfig = field(default_factory=EmbeddedDatasetConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer (VA-VAE)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class TokenizerArchConfig:
+    """`AutoencoderKL` constructor arguments; the default is the released f16d32."""
+
+    embed_dim: int = 32
+    # The reference sets z_channels = embed_dim; null keeps them tied.
+    z_channels: int | None = None
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    dropout: float = 0.0
+    in_channels: int = 3
+    out_ch: int = 3
+    double_z: bool = True
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VFLossConfig:
+    """Vision-foundation alignment (paper §3; reference `contperceptual.py`)."""
+
+    # "none" trains a plain LDM tokenizer (the paper's no-VF baseline).
+    # "dinov2" | "mae" | "standin" | any timm ViT name | "none".
+    foundation: str = "dinov2"
+    weights: str = "auto"
+    # The reference feeds the VAE's [-1, 1] tensor straight into DINOv2 (issue #78: "a small
+    # bug"); "imagenet" applies mean/std normalisation instead.
+    input_norm: Literal["minus_one_one", "imagenet"] = "minus_one_one"
+    cos_margin: float = 0.5
+    distmat_margin: float = 0.25
+    vf_weight: float = 0.1
+    cos_weight: float = 1.0
+    distmat_weight: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.foundation != "none"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerLossConfig:
+    kl_weight: float = 1e-6
+    perceptual_weight: float = 1.0
+    lpips_weights: str = "hub"
+    disc_weight: float = 0.5
+    # Counted in real iterations. The reference's 5001 counts Lightning optimizer steps, two per
+    # iteration under manual optimization, so it switches the GAN on at iteration 2501.
+    disc_start: int = 2501
+    disc_num_layers: int = 3
+    disc_ndf: int = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdamConfig:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig:
+    """How long and how a workload trains; the length is `steps` or `epochs` (one of them)."""
+
+    global_batch_size: int = 256
+    epochs: float | None = 50.0
+    steps: int | None = None
+    gradient_accumulation_steps: int = 1
+    grad_clip: float | None = None
+    precision: Precision = "fp32"
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    activation_checkpointing: bool = False
+    compile: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 5000
+    keep_checkpoints: int = 2
+    nonfinite: NonFinitePolicy = "stop"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerStageConfig:
+    """One stage of a staged recipe; unset fields inherit the tokenizer's values."""
+
+    name: str
+    epochs: float | None = None
+    steps: int | None = None
+    vf_weight: float | None = None
+    cos_margin: float | None = None
+    distmat_margin: float | None = None
+    disc_start: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerConfig:
+    arch: TokenizerArchConfig = field(default_factory=TokenizerArchConfig)
+    vf: VFLossConfig = field(default_factory=VFLossConfig)
+    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+    optimizer: AdamConfig = field(default_factory=AdamConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    # Empty = one stage of `training`'s length with the values above (the 50-epoch tokenizers of
+    # Tab. 2). The released tokenizer used three stages (100/15/15 epochs); see paper_release.yaml.
+    stages: tuple[TokenizerStageConfig, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Latent cache
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class LatentCacheConfig:
+    # Encode each image and its horizontal flip (the reference pre-extracts both).
+    flip: bool = True
+    # Per-channel mean/std from this many samples (reference: 10k random images), or all.
+    stats_samples: int = 10_000
+    rows_per_shard: int = 10_000
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # Execution only (not part of the cache identity):
+    batch_size: int = 64
+    num_actors: int | None = None  # null = one per GPU, or 1 on CPU
+
+
+# --------------------------------------------------------------------------------------------
+# Generator (LightningDiT)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class GeneratorModelConfig:
+    name: str = "LightningDiT-XL/1"
+    # Null = follow the tokenizer (embed_dim) and the latent grid; set explicitly, they are checked.
+    in_channels: int | None = None
+    input_size: int | None = None
+    class_dropout_prob: float = 0.1
+    learn_sigma: bool = False
+    use_qknorm: bool = False
+    use_swiglu: bool = True
+    use_rope: bool = True
+    use_rmsnorm: bool = True
+    wo_shift: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransportConfig:
+    """Rectified flow: x_t = t*x1 + (1-t)*x0, t=0 noise, t=1 data, velocity target."""
+
+    use_lognorm: bool = True
+    # The 800-epoch run switched logit-normal t to uniform at ~480 epochs; null = never.
+    uniform_t_after_step: int | None = None
+    use_cosine_loss: bool = True
+    mse_weight: float = 1.0
+    cos_weight: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdamWConfig:
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True, kw_only=True)
+class EMAConfig:
+    decay: float = 0.9999
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneratorConfig:
+    model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    optimizer: AdamWConfig = field(default_factory=AdamWConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(
+            global_batch_size=1024,
+            epochs=None,
+            steps=80_000,
+            precision="auto",
+            zero_stage=1,
+            compile=True,
+            log_every=100,
+            checkpoint_every=20_000,
+        )
+    )
+    latent_norm: bool = True
+    latent_multiplier: float = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling and evaluation
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class SamplerConfig:
+    """Defaults: the 64-epoch XL/1 setting that gives FID 2.11 (configs/reproductions/*_64ep_cfg)."""
+
+    method: Literal["euler", "heun", "dopri5"] = "euler"
+    # Grid points, as the reference: 250 points = 249 Euler steps.
+    num_steps: int = 250
+    timestep_shift: float = 0.3
+    cfg_scale: float = 10.0
+    cfg_interval_start: float = 0.10
+    # 3 reproduces the DiT legacy every reported number depends on; null guides all channels.
+    cfg_channels: int | None = 3
+    atol: float = 1e-6
+    rtol: float = 1e-3
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationConfig:
+    num_samples: int = 50_000
+    label_policy: Literal["uniform", "balanced"] = "uniform"
+    seed: int = 0
+    batch_size: int = 64
+    # Local TF-ported Inception weights (pt_inception-2015-12-05). Null = no Inception: the
+    # embedded default then reports the honest FD-proxy of its own evaluator network.
+    inception_weights: str | None = None
+    # ADM-style reference statistics (.npz with mu/sigma); null = computed from `reference_split`.
+    reference_stats: str | None = None
+    reference_split: str = "train"
+    # Reconstruction metrics run on this many images of the validation split (paper: 50K val).
+    tokenizer_num_images: int = 50_000
+    # Uniformity of the latent space (paper Tab. 6), a cheap generation proxy; 0 = off.
+    uniformity_samples: int = 2_000
+    # FD in the foundation model's feature space (FD_DINOv2) where its weights exist.
+    fd_foundation: bool = True
+    # Cheap intermediate generator metric (for ASHA) every this many steps; 0 = off.
+    intermediate_every: int = 0
+    intermediate_samples: int = 256
+    num_workers: int | None = None  # null = one actor per GPU, or 1 on CPU
+
+
+# --------------------------------------------------------------------------------------------
+# Resources, tracking, the experiment
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ResourcesConfig:
+    use_gpu: Literal["auto", "yes", "no"] = "auto"
+    tokenizer_workers: int = 8
+    generator_workers: int = 8
+    cpus_per_worker: float = 4.0
+    # Tune runs each trial's driver with this many CPUs (a nested Train run needs its own).
+    trial_cpus: float = 0.01
+    max_concurrent_trials: int = 1
+    max_failures: int = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    # Null = $MLFLOW_TRACKING_URI, else a SQLite store under the storage dir.
+    tracking_uri: str | None = None
+    experiment_name: str | None = None
+    system_metrics: bool = True
+    log_images: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """One frontier point: tokenizer -> tokenizer eval -> cache -> generator -> generator eval."""
+
+    seed: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    cache: LatentCacheConfig = field(default_factory=LatentCacheConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # Where every stage writes (checkpoints, caches, MLflow store): a shared path on a cluster.
+    storage: str = "./runs"
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class OptunaConfig:
+    num_samples: int = 16
+    metrics: tuple[str, ...] = ("rfid", "gfid")
+    modes: tuple[Literal["min", "max"], ...] = ("min", "min")
+    # dotted key -> {type: choice|uniform|loguniform|randint, values|low|high}
+    space: dict[str, dict[str, object]] = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerConfig:
+    """Optional ASHA early stopping on an intermediate generator metric."""
+
+    type: Literal["none", "asha"] = "none"
+    metric: str = "fd_intermediate"
+    mode: Literal["min", "max"] = "min"
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    algorithm: Literal["grid", "optuna"] = "grid"
+    # dotted key -> values; the cartesian product is swept.
+    grid: dict[str, tuple[object, ...]] = field(default_factory=dict)
+    # Explicit points (dotted key -> value), each crossed with the grid.
+    points: tuple[dict[str, object], ...] = ()
+    optuna: OptunaConfig = field(default_factory=OptunaConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontierConfig:
+    """Axes of the frontier chart; "auto" picks rFID/gFID when Inception is configured."""
+
+    x: str = "auto"
+    y: str = "auto"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    name: str
+    description: str = ""
+    preset: Literal["paper", "debug_cpu", "micro"] = "paper"
+    base: dict[str, object] = field(default_factory=dict)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)

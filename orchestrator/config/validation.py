@@ -1,0 +1,352 @@
+"""Cross-field checks and derived values of an `ExperimentConfig`.
+
+`validate` raises a one-line `ConfigError` naming the offending key; `resolve` fills the fields
+left null on purpose (generator channels and grid follow the tokenizer, class count follows the
+dataset) so the resolved config, and hence its hash, spells out everything that shapes a result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from orchestrator.config.loading import ConfigError
+from orchestrator.config.schema import (
+    EvaluationConfig,
+    ExperimentConfig,
+    SamplerConfig,
+    TokenizerConfig,
+    TrainingConfig,
+)
+
+# Keywords a weights field may hold instead of a path.
+WEIGHT_KEYWORDS = frozenset({"auto", "hub", "random_init", "none"})
+# Patch sizes of the named foundation presets (timm: vit_large_patch14_dinov2.lvd142m, ...mae).
+FOUNDATION_PATCH = {"dinov2": 14, "mae": 16}
+# The foundation input is resized to grid * patch; beyond this factor the features stop
+# describing the image the tokenizer saw (e.g. a 16 px image blown up to 224 for a 16x16 grid).
+MAX_FOUNDATION_RESIZE = 2.0
+
+
+def latent_grid(cfg: ExperimentConfig) -> int:
+    return cfg.dataset.resolution // cfg.tokenizer.arch.downsample_factor
+
+
+def dit_patch_size(model_name: str) -> int:
+    match = re.fullmatch(r"LightningDiT-[A-Za-z0-9]+/(\d+)", model_name)
+    if match is None:
+        raise ConfigError("generator.model.name", f"not a LightningDiT name: {model_name!r}")
+    return int(match.group(1))
+
+
+def foundation_patch_size(cfg: ExperimentConfig) -> int:
+    """Patch size of the configured foundation model (the stand-in is trained to fit the grid)."""
+    name = cfg.tokenizer.vf.foundation
+    if name == "standin":
+        return cfg.dataset.resolution // latent_grid(cfg)
+    if name in FOUNDATION_PATCH:
+        return FOUNDATION_PATCH[name]
+    match = re.search(r"patch(\d+)", name)
+    if match is None:
+        raise ConfigError(
+            "tokenizer.vf.foundation",
+            f"cannot tell the patch size of {name!r}; use dinov2, mae, standin or a timm ViT name "
+            "containing `patch<N>`",
+        )
+    return int(match.group(1))
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Raise ConfigError on the first inconsistency found."""
+    _check_dataset(cfg)
+    _check_tokenizer(cfg.tokenizer)
+    _check_grids(cfg)
+    _check_generator(cfg)
+    _check_sampler(cfg.sampler, "sampler")
+    _check_evaluation(cfg.evaluation)
+    _check_resources(cfg)
+
+
+def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Validate, then fill derived nulls; idempotent."""
+    validate(cfg)
+    arch = cfg.tokenizer.arch
+    if arch.z_channels is None:
+        arch = replace(arch, z_channels=arch.embed_dim)
+    model = cfg.generator.model
+    model = replace(
+        model,
+        in_channels=model.in_channels if model.in_channels is not None else arch.embed_dim,
+        input_size=model.input_size if model.input_size is not None else latent_grid(cfg),
+    )
+    dataset = cfg.dataset
+    if dataset.source == "embedded" and dataset.num_classes is None:
+        dataset = replace(dataset, num_classes=dataset.embedded.num_classes)
+    return replace(
+        cfg,
+        dataset=dataset,
+        tokenizer=replace(cfg.tokenizer, arch=arch),
+        generator=replace(cfg.generator, model=model),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+def _positive(value: float | int | None, path: str, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(path, f"must be {bound}, got {value!r}")
+
+
+def _in_range(value: float | None, lo: float, hi: float, path: str, *, hi_open: bool) -> None:
+    if value is None:
+        return
+    ok = lo <= value < hi if hi_open else lo <= value <= hi
+    if not ok:
+        bracket = ")" if hi_open else "]"
+        raise ConfigError(path, f"must be in [{lo}, {hi}{bracket}, got {value!r}")
+
+
+def _check_weights(value: str, path: str, *, allowed: frozenset[str]) -> None:
+    if value in allowed:
+        return
+    if value in WEIGHT_KEYWORDS:
+        raise ConfigError(path, f"`{value}` is not allowed here (use one of {sorted(allowed)})")
+    if not Path(value).expanduser().is_file():
+        raise ConfigError(path, f"weights file does not exist: {value}")
+
+
+def _check_file(value: str | None, path: str) -> None:
+    if value is not None and not Path(value).expanduser().is_file():
+        raise ConfigError(path, f"file does not exist: {value}")
+
+
+def _check_dataset(cfg: ExperimentConfig) -> None:
+    ds = cfg.dataset
+    _positive(ds.resolution, "dataset.resolution")
+    _positive(ds.num_classes, "dataset.num_classes")
+    _positive(ds.max_image_pixels, "dataset.max_image_pixels")
+    _positive(ds.max_images, "dataset.max_images")
+    _in_range(ds.max_skip_fraction, 0.0, 1.0, "dataset.max_skip_fraction", hi_open=False)
+    _check_file(ds.label_map, "dataset.label_map")
+    if ds.source == "folder":
+        if ds.root is not None and not Path(ds.root).expanduser().is_dir():
+            raise ConfigError("dataset.root", f"dataset folder does not exist: {ds.root}")
+    else:
+        emb = ds.embedded
+        for key in ("num_classes", "image_size", "train_per_class", "val_per_class"):
+            _positive(getattr(emb, key), f"dataset.embedded.{key}")
+        if ds.num_classes is not None and ds.num_classes != emb.num_classes:
+            raise ConfigError(
+                "dataset.num_classes",
+                f"{ds.num_classes} differs from dataset.embedded.num_classes={emb.num_classes}",
+            )
+        if emb.image_size < ds.resolution:
+            raise ConfigError(
+                "dataset.resolution",
+                f"{ds.resolution} exceeds the embedded images' size {emb.image_size}",
+            )
+
+
+def _check_training(t: TrainingConfig, path: str) -> None:
+    _positive(t.global_batch_size, f"{path}.global_batch_size")
+    _positive(t.gradient_accumulation_steps, f"{path}.gradient_accumulation_steps")
+    _positive(t.grad_clip, f"{path}.grad_clip")
+    _positive(t.log_every, f"{path}.log_every")
+    _positive(t.checkpoint_every, f"{path}.checkpoint_every")
+    _positive(t.keep_checkpoints, f"{path}.keep_checkpoints")
+    _check_length(t.steps, t.epochs, path)
+
+
+def _check_length(steps: int | None, epochs: float | None, path: str) -> None:
+    if (steps is None) == (epochs is None):
+        raise ConfigError(path, "set exactly one of `steps` and `epochs`")
+    _positive(steps, f"{path}.steps")
+    _positive(epochs, f"{path}.epochs")
+
+
+def _check_margins(cos_margin, distmat_margin, vf_weight, path: str) -> None:
+    # Cosines live in [-1, 1], so a margin of 2 or more switches the term off entirely.
+    _in_range(cos_margin, 0.0, 2.0, f"{path}.cos_margin", hi_open=True)
+    _in_range(distmat_margin, 0.0, 2.0, f"{path}.distmat_margin", hi_open=True)
+    _positive(vf_weight, f"{path}.vf_weight", allow_zero=True)
+
+
+def _check_tokenizer(tok: TokenizerConfig) -> None:
+    arch = tok.arch
+    _positive(arch.embed_dim, "tokenizer.arch.embed_dim")
+    _positive(arch.z_channels, "tokenizer.arch.z_channels")
+    _positive(arch.ch, "tokenizer.arch.ch")
+    _positive(arch.num_res_blocks, "tokenizer.arch.num_res_blocks")
+    if not arch.ch_mult:
+        raise ConfigError("tokenizer.arch.ch_mult", "must not be empty")
+    for i, mult in enumerate(arch.ch_mult):
+        _positive(mult, f"tokenizer.arch.ch_mult[{i}]")
+    _in_range(arch.dropout, 0.0, 1.0, "tokenizer.arch.dropout", hi_open=True)
+    if arch.ch % 32:
+        raise ConfigError(
+            "tokenizer.arch.ch", f"must be a multiple of 32 (GroupNorm(32)), got {arch.ch}"
+        )
+
+    vf = tok.vf
+    _check_margins(vf.cos_margin, vf.distmat_margin, vf.vf_weight, "tokenizer.vf")
+    _positive(vf.cos_weight, "tokenizer.vf.cos_weight", allow_zero=True)
+    _positive(vf.distmat_weight, "tokenizer.vf.distmat_weight", allow_zero=True)
+    if vf.enabled:
+        _check_weights(
+            vf.weights, "tokenizer.vf.weights", allowed=frozenset({"auto", "hub", "random_init"})
+        )
+        if vf.foundation == "standin" and vf.weights == "hub":
+            raise ConfigError("tokenizer.vf.weights", "the stand-in has no hub weights; use `auto`")
+
+    loss = tok.loss
+    for key in ("kl_weight", "perceptual_weight", "disc_weight", "disc_start"):
+        _positive(getattr(loss, key), f"tokenizer.loss.{key}", allow_zero=True)
+    _positive(loss.disc_num_layers, "tokenizer.loss.disc_num_layers")
+    _positive(loss.disc_ndf, "tokenizer.loss.disc_ndf")
+    _check_weights(
+        loss.lpips_weights,
+        "tokenizer.loss.lpips_weights",
+        allowed=frozenset({"hub", "random_init", "none"}),
+    )
+    if loss.lpips_weights == "none" and loss.perceptual_weight > 0:
+        raise ConfigError(
+            "tokenizer.loss.lpips_weights",
+            "is `none` but perceptual_weight > 0 needs LPIPS weights",
+        )
+    _positive(tok.optimizer.lr, "tokenizer.optimizer.lr")
+    for i, beta in enumerate(tok.optimizer.betas):
+        _in_range(beta, 0.0, 1.0, f"tokenizer.optimizer.betas[{i}]", hi_open=True)
+    _check_training(tok.training, "tokenizer.training")
+
+    names = [stage.name for stage in tok.stages]
+    if len(set(names)) != len(names):
+        raise ConfigError("tokenizer.stages", f"stage names must be unique, got {names}")
+    for i, stage in enumerate(tok.stages):
+        path = f"tokenizer.stages[{i}]"
+        _check_length(stage.steps, stage.epochs, path)
+        _check_margins(stage.cos_margin, stage.distmat_margin, stage.vf_weight, path)
+        _positive(stage.disc_start, f"{path}.disc_start", allow_zero=True)
+
+
+def _check_grids(cfg: ExperimentConfig) -> None:
+    factor = cfg.tokenizer.arch.downsample_factor
+    res = cfg.dataset.resolution
+    if res % factor:
+        raise ConfigError(
+            "dataset.resolution",
+            f"{res} is not divisible by the tokenizer's downsampling factor {factor} "
+            f"(ch_mult has {len(cfg.tokenizer.arch.ch_mult)} levels)",
+        )
+    if not cfg.tokenizer.vf.enabled:
+        return
+    grid = latent_grid(cfg)
+    feature_input = grid * foundation_patch_size(cfg)
+    if not 1 / MAX_FOUNDATION_RESIZE <= feature_input / res <= MAX_FOUNDATION_RESIZE:
+        raise ConfigError(
+            "tokenizer.vf.foundation",
+            f"{cfg.tokenizer.vf.foundation} needs a {feature_input}px input for the {grid}x{grid} "
+            f"latent grid, more than {MAX_FOUNDATION_RESIZE:g}x away from the {res}px images",
+        )
+
+
+def _check_generator(cfg: ExperimentConfig) -> None:
+    gen = cfg.generator
+    model = gen.model
+    embed_dim = cfg.tokenizer.arch.embed_dim
+    if model.in_channels is not None and model.in_channels != embed_dim:
+        raise ConfigError(
+            "generator.model.in_channels",
+            f"{model.in_channels} differs from the tokenizer's embed_dim {embed_dim}",
+        )
+    grid = latent_grid(cfg)
+    if model.input_size is not None and model.input_size != grid:
+        raise ConfigError(
+            "generator.model.input_size",
+            f"{model.input_size} differs from the latent grid {grid} "
+            f"(resolution {cfg.dataset.resolution} / downsampling {cfg.tokenizer.arch.downsample_factor})",
+        )
+    patch = dit_patch_size(model.name)
+    if grid % patch:
+        raise ConfigError(
+            "generator.model.name", f"patch size {patch} does not divide the {grid}x{grid} grid"
+        )
+    _check_dit_name(model.name)
+    _in_range(
+        model.class_dropout_prob, 0.0, 1.0, "generator.model.class_dropout_prob", hi_open=True
+    )
+    _positive(gen.optimizer.lr, "generator.optimizer.lr")
+    for i, beta in enumerate(gen.optimizer.betas):
+        _in_range(beta, 0.0, 1.0, f"generator.optimizer.betas[{i}]", hi_open=True)
+    _in_range(gen.ema.decay, 0.0, 1.0, "generator.ema.decay", hi_open=True)
+    _positive(gen.transport.mse_weight, "generator.transport.mse_weight", allow_zero=True)
+    _positive(gen.transport.cos_weight, "generator.transport.cos_weight", allow_zero=True)
+    _positive(
+        gen.transport.uniform_t_after_step,
+        "generator.transport.uniform_t_after_step",
+        allow_zero=True,
+    )
+    _positive(gen.latent_multiplier, "generator.latent_multiplier")
+    _check_training(gen.training, "generator.training")
+    if cfg.sampler.cfg_channels is not None and cfg.sampler.cfg_channels > embed_dim:
+        raise ConfigError(
+            "sampler.cfg_channels",
+            f"{cfg.sampler.cfg_channels} exceeds the {embed_dim} latent channels",
+        )
+
+
+def _check_dit_name(name: str) -> None:
+    from workloads.dit import LightningDiT_models
+
+    if name not in LightningDiT_models:
+        from orchestrator.config.loading import closest
+
+        hint = closest(name, LightningDiT_models)
+        extra = f" (did you mean `{hint}`?)" if hint else ""
+        raise ConfigError("generator.model.name", f"unknown model {name!r}{extra}")
+
+
+def _check_sampler(s: SamplerConfig, path: str) -> None:
+    if s.num_steps < 2:
+        raise ConfigError(f"{path}.num_steps", f"needs at least 2 grid points, got {s.num_steps}")
+    _positive(s.timestep_shift, f"{path}.timestep_shift", allow_zero=True)
+    _positive(s.cfg_scale, f"{path}.cfg_scale", allow_zero=True)
+    _in_range(s.cfg_interval_start, 0.0, 1.0, f"{path}.cfg_interval_start", hi_open=False)
+    _positive(s.cfg_channels, f"{path}.cfg_channels")
+    _positive(s.atol, f"{path}.atol")
+    _positive(s.rtol, f"{path}.rtol")
+
+
+def _check_evaluation(e: EvaluationConfig) -> None:
+    for key in ("num_samples", "batch_size", "tokenizer_num_images", "intermediate_samples"):
+        _positive(getattr(e, key), f"evaluation.{key}")
+    _positive(e.uniformity_samples, "evaluation.uniformity_samples", allow_zero=True)
+    _positive(e.intermediate_every, "evaluation.intermediate_every", allow_zero=True)
+    _positive(e.num_workers, "evaluation.num_workers")
+    _check_file(e.inception_weights, "evaluation.inception_weights")
+    _check_file(e.reference_stats, "evaluation.reference_stats")
+
+
+def _check_resources(cfg: ExperimentConfig) -> None:
+    r = cfg.resources
+    _positive(r.tokenizer_workers, "resources.tokenizer_workers")
+    _positive(r.generator_workers, "resources.generator_workers")
+    _positive(r.cpus_per_worker, "resources.cpus_per_worker")
+    _positive(r.trial_cpus, "resources.trial_cpus")
+    _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
+    _positive(r.max_failures, "resources.max_failures", allow_zero=True)
+    _positive(cfg.cache.num_actors, "cache.num_actors")
+    _positive(cfg.cache.batch_size, "cache.batch_size")
+    _positive(cfg.cache.rows_per_shard, "cache.rows_per_shard")
+    _positive(cfg.cache.stats_samples, "cache.stats_samples")
+    for name, t in (("tokenizer", cfg.tokenizer.training), ("generator", cfg.generator.training)):
+        workers = r.tokenizer_workers if name == "tokenizer" else r.generator_workers
+        per_step = workers * t.gradient_accumulation_steps
+        if t.global_batch_size % per_step:
+            raise ConfigError(
+                f"{name}.training.global_batch_size",
+                f"{t.global_batch_size} is not divisible by {workers} workers x "
+                f"{t.gradient_accumulation_steps} accumulation steps",
+            )

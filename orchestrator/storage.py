@@ -1,0 +1,123 @@
+"""One storage location for everything a sweep writes, local or shared (NFS, S3, GCS).
+
+`storage` in the config is a local path (an NFS mount on a cluster) or a `s3://` / `gs://` URI.
+Every stage writes through a `Storage`: Ray Train's `storage_path`, checkpoints, latent caches,
+evaluation outputs, the Tune experiment and (for a local path) the MLflow store. Writes of small
+files are atomic (write to a temporary name, then rename), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A root directory on a pyarrow filesystem; paths below it are POSIX-style relatives."""
+
+    uri: str
+    filesystem: pafs.FileSystem
+    root: str
+
+    @classmethod
+    def from_uri(cls, uri: str) -> Storage:
+        if uri.startswith(REMOTE_SCHEMES):
+            filesystem, root = pafs.FileSystem.from_uri(uri)
+            return cls(uri.rstrip("/"), filesystem, root.rstrip("/"))
+        root = str(Path(uri).expanduser().resolve())
+        return cls(root, pafs.LocalFileSystem(), root)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path of `parts` under the root (for pyarrow / Ray Data calls)."""
+        return posixpath.join(self.root, *parts) if parts else self.root
+
+    def uri_for(self, *parts: str) -> str:
+        """A string Ray (`storage_path`) and pyarrow accept: a local path or a full URI."""
+        return posixpath.join(self.uri, *parts) if parts else self.uri
+
+    def local_path(self, *parts: str) -> Path:
+        """A local `Path` under the root; only for local storage (raises for object stores)."""
+        if not self.is_local:
+            raise ValueError(f"storage {self.uri} is not a local filesystem")
+        return Path(self.path(*parts))
+
+    def exists(self, *parts: str) -> bool:
+        return self.filesystem.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def makedirs(self, *parts: str) -> str:
+        target = self.path(*parts)
+        self.filesystem.create_dir(target, recursive=True)
+        return target
+
+    def listdir(self, *parts: str) -> list[str]:
+        """Base names directly under a directory (empty when it does not exist)."""
+        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
+        return sorted(
+            posixpath.basename(info.path) for info in self.filesystem.get_file_info(selector)
+        )
+
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.filesystem.open_input_stream(self.path(*parts)) as stream:
+            return stream.read()
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Atomic on local and NFS storage (rename); object stores publish whole objects anyway."""
+        target = self.path(*parts)
+        self.filesystem.create_dir(posixpath.dirname(target), recursive=True)
+        if not self.is_local:
+            with self.filesystem.open_output_stream(target) as stream:
+                stream.write(data)
+            return
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+
+    def read_json(self, *parts: str) -> dict:
+        return json.loads(self.read_bytes(*parts))
+
+    def write_json(self, obj: object, *parts: str) -> None:
+        self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *parts)
+
+    def delete(self, *parts: str) -> None:
+        target = self.path(*parts)
+        info = self.filesystem.get_file_info(target)
+        if info.type == pafs.FileType.Directory:
+            self.filesystem.delete_dir(target)
+        elif info.type == pafs.FileType.File:
+            self.filesystem.delete_file(target)
+
+    def upload(self, local_dir: str | Path, *parts: str) -> None:
+        """Copy a local directory tree to `parts` (a no-op copy when storage is that directory)."""
+        self.makedirs(*parts)
+        pafs.copy_files(
+            str(local_dir),
+            self.path(*parts),
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=self.filesystem,
+        )
+
+    def download(self, local_dir: str | Path, *parts: str) -> Path:
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(
+            self.path(*parts),
+            str(local_dir),
+            source_filesystem=self.filesystem,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
+        return Path(local_dir)
