@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,7 +24,8 @@ from orchestrator.config import (
 )
 from orchestrator.config.space import build_config, expand
 from search_spaces import available, load_space
-from tests.conftest import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
@@ -101,12 +103,13 @@ def test_smoke_space_has_six_points():
 def test_dry_run_paper_table2_prints_nine_tokenizers():
     result = run_cli("--dry-run", "--space", "search_spaces/paper_table2.yaml")
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"^\d+\s", line)]
+    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"^\d+\s+\d+px", line)]
     assert len(rows) == 9
-    assert {(r[2], r[3]) for r in rows} == {
+    # Columns: index, "256px", "f16", d, vf, m1, m2, vf_weight, ...
+    assert {(r[3], r[4]) for r in rows} == {
         (d, vf) for d in ("16", "32", "64") for vf in ("none", "mae", "dinov2")
     }
-    assert {(r[4], r[5], r[6]) for r in rows} == {("0.5", "0.25", "0.1")}
+    assert {(r[5], r[6], r[7]) for r in rows} == {("0.5", "0.25", "0.1")}
     assert "9 tokenizers" in result.stdout
     assert "FID-10K" in result.stdout
 

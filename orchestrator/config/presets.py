@@ -98,7 +98,7 @@ def micro() -> ExperimentConfig:
         tokenizer=replace(
             base.tokenizer,
             arch=TokenizerArchConfig(
-                embed_dim=4, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,)
+                embed_dim=4, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,)
             ),
             loss=replace(base.tokenizer.loss, disc_start=4, disc_ndf=8, disc_num_layers=2),
             training=_cpu_training(batch=16, steps=8),

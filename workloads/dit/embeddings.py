@@ -15,7 +15,9 @@ from torch import nn
 class PatchEmbed(nn.Module):
     """Non-overlapping p x p patches -> tokens (N, T, D), row-major; timm `PatchEmbed` key layout."""
 
-    def __init__(self, input_size: int, patch_size: int, in_channels: int, hidden_size: int) -> None:
+    def __init__(
+        self, input_size: int, patch_size: int, in_channels: int, hidden_size: int
+    ) -> None:
         super().__init__()
         if input_size % patch_size != 0:
             raise ValueError(f"input_size={input_size} is not divisible by patch_size={patch_size}")
