@@ -1,0 +1,405 @@
+"""Distributed, reproducible, resumable sample generation for generator evaluation.
+
+    <out_rel>/
+      plan.json                    what these samples are (written first; a rerun must match it)
+      chunks/chunk_00000000.npz    images uint8 (B, H, W, 3), labels int64, indices int64
+      chunks/chunk_00000064.npz    ...
+      manifest.json                written last: the run is complete when it exists
+
+The index range [0, N) is cut into fixed chunks of `evaluation.batch_size` samples, and each
+chunk is generated as one batch (`workloads.generation.generate_chunk`). Noise and labels are
+keyed by the sample index and the batch composition does not depend on the worker count, so the
+samples are bit-identical for any number of workers (same device kind and thread count). A chunk
+is the unit of atomic write and of resume: a rerun generates only the chunks that are missing.
+
+Ray Data `map_batches` over the pending chunk descriptors on an `ActorPoolStrategy` pool is used
+rather than a `ray.util.ActorPool`, as in the latent cache: each actor loads the DiT and the
+tokenizer once, Ray Data restarts failed actors and retries their chunks, and the pool only
+reserves what the cluster has (one GPU per actor, or CPU actors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import ray
+import torch
+from PIL import Image
+from safetensors.torch import load as load_safetensors
+
+from orchestrator.config import ExperimentConfig, resolve, to_dict
+from orchestrator.storage import Storage
+from workloads.dit import LatentStats, LightningDiT_models, load_lightningdit_checkpoint
+from workloads.generation import RNG_SCHEME, class_labels, generate_chunk
+from workloads.samplers import SamplerSpec
+from workloads.vavae import AutoencoderKL, load_autoencoder_weights
+
+log = logging.getLogger("ldm_frontier.generate")
+
+PLAN = "plan.json"
+MANIFEST = "manifest.json"
+CHUNKS = "chunks"
+
+
+def chunk_name(start: int) -> str:
+    """File name of the chunk whose first sample index is `start`."""
+    return f"chunk_{start:08d}.npz"
+
+
+# --------------------------------------------------------------------------------------------
+# What a run is
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleManifest:
+    """A finished sample set: its identity (`plan`), chunk files and counts."""
+
+    plan: dict
+    chunks: list[str]
+    class_counts: list[int]
+    # Chunks computed by the run that finished the set, and chunks an earlier run had written.
+    chunks_generated: int
+    chunks_reused: int
+
+    @property
+    def num_samples(self) -> int:
+        return self.plan["num_samples"]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SampleManifest:
+        return cls(**data)
+
+
+def generator_kwargs(cfg: ExperimentConfig) -> dict:
+    """LightningDiT constructor keywords (beyond the registry size) of a resolved config."""
+    model = cfg.generator.model
+    if cfg.dataset.num_classes is None:
+        raise ValueError("dataset.num_classes must be known (set it, or resolve from the ingest)")
+    return {
+        "input_size": model.input_size,
+        "in_channels": model.in_channels,
+        "num_classes": cfg.dataset.num_classes,
+        "class_dropout_prob": model.class_dropout_prob,
+        "learn_sigma": model.learn_sigma,
+        "use_qknorm": model.use_qknorm,
+        "use_swiglu": model.use_swiglu,
+        "use_rope": model.use_rope,
+        "use_rmsnorm": model.use_rmsnorm,
+        "wo_shift": model.wo_shift,
+    }
+
+
+def tokenizer_kwargs(cfg: ExperimentConfig) -> dict:
+    """AutoencoderKL constructor keywords; attention placement depends on the image resolution."""
+    return {**to_dict(cfg.tokenizer.arch), "resolution": cfg.dataset.resolution}
+
+
+def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], str]:
+    """(tensors, sha256) of a safetensors file, a local path or a pyarrow-readable URI."""
+    if "://" in path:
+        filesystem, location = pafs.FileSystem.from_uri(path)
+    else:
+        filesystem, location = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
+    with filesystem.open_input_stream(location) as stream:
+        data = stream.read()
+    return load_safetensors(data), hashlib.sha256(data).hexdigest()
+
+
+def _plan(
+    cfg: ExperimentConfig,
+    num_samples: int,
+    latent_stats: dict,
+    generator_sha256: str,
+    tokenizer_sha256: str,
+) -> dict:
+    evaluation = cfg.evaluation
+    model = cfg.generator.model
+    return {
+        "num_samples": num_samples,
+        "num_classes": cfg.dataset.num_classes,
+        "chunk_size": evaluation.batch_size,
+        "seed": evaluation.seed,
+        "label_policy": evaluation.label_policy,
+        "rng_scheme": RNG_SCHEME,
+        "sampler": SamplerSpec(**to_dict(cfg.sampler)).to_dict(),
+        "latent_shape": [model.in_channels, model.input_size, model.input_size],
+        # Through LatentStats: validated here rather than in every actor.
+        "latent_stats": LatentStats.from_dict(latent_stats).to_dict(),
+        "generator": {
+            "model": model.name,
+            "kwargs": generator_kwargs(cfg),
+            "sha256": generator_sha256,
+        },
+        "tokenizer": {"arch": tokenizer_kwargs(cfg), "sha256": tokenizer_sha256},
+    }
+
+
+def _check_same_plan(storage: Storage, out_rel: str, plan: dict) -> None:
+    """Write the plan of a new run; refuse to mix samples of a different one into `out_rel`."""
+    if not storage.exists(out_rel, PLAN):
+        storage.write_json(plan, out_rel, PLAN)
+        return
+    existing, wanted = storage.read_json(out_rel, PLAN), _json_round_trip(plan)
+    differing = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+    if differing:
+        raise ValueError(
+            f"{storage.uri_for(out_rel)} holds samples of another run (differs in {differing}); "
+            "use another output directory or delete this one"
+        )
+
+
+def _json_round_trip(obj: dict) -> dict:
+    """`obj` as it reads back from storage (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+def generate_samples(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    out_rel: str,
+    *,
+    generator_weights: str,
+    tokenizer_weights: str,
+    latent_stats: dict,
+    num_samples: int | None = None,
+    num_workers: int | None = None,
+) -> SampleManifest:
+    """Generate (or finish generating) `num_samples` samples into `out_rel`; idempotent.
+
+    `generator_weights` is the exported EMA LightningDiT state dict and `tokenizer_weights` the
+    exported AutoencoderKL inference state dict (safetensors, local path or URI);
+    `latent_stats` is `LatentStats.to_dict()` of the generator's training latents. Defaults:
+    `evaluation.num_samples` samples on `evaluation.num_workers` actors (null: one per GPU,
+    or 1 on CPU).
+    """
+    cfg = resolve(cfg)
+    count = cfg.evaluation.num_samples if num_samples is None else num_samples
+    if count < 1:
+        raise ValueError(f"num_samples must be positive, got {count}")
+    generator_tensors, generator_sha = _read_weights(generator_weights)
+    tokenizer_tensors, tokenizer_sha = _read_weights(tokenizer_weights)
+    plan = _plan(cfg, count, latent_stats, generator_sha, tokenizer_sha)
+    if storage.exists(out_rel, MANIFEST):
+        _check_same_plan(storage, out_rel, plan)
+        return SampleManifest.from_dict(storage.read_json(out_rel, MANIFEST))
+    _check_same_plan(storage, out_rel, plan)
+
+    size = cfg.evaluation.batch_size
+    starts = list(range(0, count, size))
+    existing = set(storage.listdir(out_rel, CHUNKS))
+    for leftover in sorted(name for name in existing if ".tmp-" in name):
+        storage.delete(out_rel, CHUNKS, leftover)  # a killed writer's partial file
+    pending = [
+        {"start": start, "stop": min(start + size, count)}
+        for start in starts
+        if chunk_name(start) not in existing
+    ]
+    log.info(
+        "samples %s: %d in %d chunks, %d to generate",
+        storage.uri_for(out_rel),
+        count,
+        len(starts),
+        len(pending),
+    )
+    if pending:
+        weights = {"generator": generator_tensors, "tokenizer": tokenizer_tensors}
+        _generate_pending(cfg, storage, out_rel, plan, pending, weights, num_workers)
+    missing = [s for s in starts if not storage.exists(out_rel, CHUNKS, chunk_name(s))]
+    if missing:
+        raise RuntimeError(f"chunks starting at {missing[:5]} were not written")
+    labels = class_labels(range(count), cfg.dataset.num_classes, plan["label_policy"], plan["seed"])
+    manifest = SampleManifest(
+        plan=_json_round_trip(plan),
+        chunks=[chunk_name(start) for start in starts],
+        class_counts=torch.bincount(labels, minlength=cfg.dataset.num_classes).tolist(),
+        chunks_generated=len(pending),
+        chunks_reused=len(starts) - len(pending),
+    )
+    storage.write_json(manifest.to_dict(), out_rel, MANIFEST)
+    return manifest
+
+
+def _use_gpu(cfg: ExperimentConfig) -> bool:
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if cfg.resources.use_gpu == "yes" and gpus == 0:
+        # Ray would wait forever for a GPU actor slot.
+        raise RuntimeError("resources.use_gpu is 'yes' but the Ray cluster has no GPU")
+    return cfg.resources.use_gpu == "yes" or (cfg.resources.use_gpu == "auto" and gpus > 0)
+
+
+def _generate_pending(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    out_rel: str,
+    plan: dict,
+    pending: list[dict],
+    weights: dict[str, dict[str, torch.Tensor]],
+    num_workers: int | None,
+) -> None:
+    # The same thread count for every pool size: CPU reductions may split by thread count.
+    threads = max(1, int(cfg.resources.cpus_per_worker))
+    if _use_gpu(cfg):
+        default_workers = int(ray.cluster_resources()["GPU"])
+        device, resources = "cuda", {"num_gpus": 1, "num_cpus": threads}
+    else:
+        default_workers = 1
+        device, resources = "cpu", {"num_cpus": threads}
+    workers = num_workers or cfg.evaluation.num_workers or default_workers
+    written = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
+        ChunkGenerator,
+        batch_format="numpy",
+        # One chunk per call: the chunk is the batch, the unit of atomic write and of resume.
+        batch_size=1,
+        # One chunk queued per actor: chunks take seconds to minutes, so a free actor takes the
+        # next one instead of chunks piling up behind a busy (or still starting) actor.
+        compute=ray.data.ActorPoolStrategy(
+            size=min(workers, len(pending)), max_tasks_in_flight_per_actor=1
+        ),
+        fn_constructor_kwargs={
+            # Weights travel through the object store, so actors need no shared filesystem.
+            "generator_ref": ray.put(weights["generator"]),
+            "tokenizer_ref": ray.put(weights["tokenizer"]),
+            "plan": _json_round_trip(plan),
+            "device": device,
+            "torch_threads": threads,
+            "storage_uri": storage.uri,
+            "out_rel": out_rel,
+        },
+        **resources,
+    )
+    started = time.monotonic()
+    for done, row in enumerate(written.iter_rows(), start=1):
+        log.info(
+            "samples: chunk %d written; %d/%d this run, %.1f s",
+            row["start"],
+            done,
+            len(pending),
+            time.monotonic() - started,
+        )
+
+
+class ChunkGenerator:
+    """Ray Data actor: loads the DiT and the tokenizer once, then generates and writes chunks."""
+
+    def __init__(
+        self,
+        *,
+        generator_ref: ray.ObjectRef,
+        tokenizer_ref: ray.ObjectRef,
+        plan: dict,
+        device: str,
+        torch_threads: int,
+        storage_uri: str,
+        out_rel: str,
+    ):
+        torch.set_num_threads(torch_threads)
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # Plain fp32 (a bf16 option is future work): TF32, which cuDNN convs use by default,
+            # rounds matmul inputs to 10 mantissa bits. Autotuning may pick another conv
+            # algorithm on another actor, and with it other bits, so it is off too.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = False
+        generator = plan["generator"]
+        self.dit = LightningDiT_models[generator["model"]](**generator["kwargs"])
+        load_lightningdit_checkpoint(self.dit, ray.get(generator_ref))
+        self.dit.eval().to(self.device)
+        self.tokenizer = AutoencoderKL(**plan["tokenizer"]["arch"])
+        load_autoencoder_weights(self.tokenizer, ray.get(tokenizer_ref))
+        self.tokenizer.eval().to(self.device)
+        self.storage = Storage.from_uri(storage_uri)
+        self.out_rel = out_rel
+        self.plan = plan
+        self.stats = LatentStats.from_dict(self.plan["latent_stats"])
+        self.spec = SamplerSpec.from_dict(self.plan["sampler"])
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for start, stop in zip(batch["start"].tolist(), batch["stop"].tolist()):
+            self.write_chunk(start, stop)
+        return {"start": batch["start"]}
+
+    def write_chunk(self, start: int, stop: int) -> None:
+        indices = list(range(start, stop))
+        images, labels = generate_chunk(
+            self.dit,
+            self.tokenizer,
+            self.stats,
+            indices,
+            self.spec,
+            seed=self.plan["seed"],
+            num_classes=self.plan["num_classes"],
+            label_policy=self.plan["label_policy"],
+            latent_shape=self.plan["latent_shape"],
+        )
+        buffer = io.BytesIO()
+        # Uncompressed: decoded samples barely compress and 50K of them are read back whole.
+        np.savez(
+            buffer,
+            images=images.numpy(),
+            labels=labels.numpy(),
+            indices=np.asarray(indices, dtype=np.int64),
+        )
+        self.storage.write_bytes(buffer.getvalue(), self.out_rel, CHUNKS, chunk_name(start))
+
+
+# --------------------------------------------------------------------------------------------
+# Reading back
+# --------------------------------------------------------------------------------------------
+def load_samples(storage: Storage, out_rel: str) -> tuple[np.ndarray, np.ndarray]:
+    """All samples of a finished run in index order: (uint8 (N, H, W, 3), int64 labels (N,))."""
+    if not storage.exists(out_rel, MANIFEST):
+        raise FileNotFoundError(f"no finished sample set at {storage.uri_for(out_rel)}")
+    manifest = SampleManifest.from_dict(storage.read_json(out_rel, MANIFEST))
+    images, labels, expected_start = [], [], 0
+    for name in manifest.chunks:
+        with np.load(io.BytesIO(storage.read_bytes(out_rel, CHUNKS, name))) as chunk:
+            indices = chunk["indices"]
+            if indices.tolist() != list(range(expected_start, expected_start + len(indices))):
+                raise ValueError(f"{name} does not continue the index range at {expected_start}")
+            images.append(chunk["images"])
+            labels.append(chunk["labels"])
+            expected_start += len(indices)
+    if expected_start != manifest.num_samples:
+        raise ValueError(
+            f"chunks hold {expected_start} samples, manifest says {manifest.num_samples}"
+        )
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def sample_grid(images: np.ndarray, labels: np.ndarray, nrow: int, padding: int = 2) -> Image.Image:
+    """A PNG-ready grid of uint8 NHWC `images`, `nrow` per row, grouped by class label.
+
+    Images are ordered by label (stable, so index order within a class), so the grid reads
+    class by class; the gaps are black.
+    """
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 (N, H, W, C) images, got {images.dtype} {images.shape}")
+    if len(images) == 0 or nrow < 1:
+        raise ValueError("need at least one image and nrow >= 1")
+    ordered = images[np.argsort(labels, kind="stable")]
+    count, height, width, channels = ordered.shape
+    rows = -(-count // nrow)
+    grid = np.zeros(
+        (rows * (height + padding) + padding, nrow * (width + padding) + padding, channels),
+        dtype=np.uint8,
+    )
+    for k, image in enumerate(ordered):
+        top = padding + (k // nrow) * (height + padding)
+        left = padding + (k % nrow) * (width + padding)
+        grid[top : top + height, left : left + width] = image
+    return Image.fromarray(grid.squeeze(-1) if channels == 1 else grid)
