@@ -2,6 +2,7 @@
 
     <storage>/
       datasets/embedded-<dataset-key>/        the embedded images (when dataset.root is null)
+      datasets/<dataset-key>/ingest/          validated per-split index (Parquet) + skip report
       models/standin-<dataset-key>-p<patch>/  the embedded default's foundation stand-in
       models/proxy-<dataset-key>/             the embedded default's evaluator network
       tokenizers/<tokenizer-key>/             Ray Train run (checkpoints) + export/
@@ -33,6 +34,10 @@ class Artifacts:
     @staticmethod
     def embedded_dataset(dataset_key: str) -> str:
         return f"datasets/embedded-{dataset_key}"
+
+    @staticmethod
+    def ingest(dataset_key: str) -> str:
+        return f"datasets/{dataset_key}/ingest"
 
     @staticmethod
     def standin(dataset_key: str, patch_size: int) -> str:

@@ -90,16 +90,13 @@ def micro() -> ExperimentConfig:
         base,
         dataset=replace(
             base.dataset,
-            resolution=16,
             embedded=EmbeddedDatasetConfig(
-                num_classes=10, image_size=16, train_per_class=12, val_per_class=4
+                num_classes=10, image_size=32, train_per_class=12, val_per_class=4
             ),
         ),
         tokenizer=replace(
             base.tokenizer,
-            arch=TokenizerArchConfig(
-                embed_dim=4, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,)
-            ),
+            arch=replace(base.tokenizer.arch, embed_dim=4),
             loss=replace(base.tokenizer.loss, disc_start=4, disc_ndf=8, disc_num_layers=2),
             training=_cpu_training(batch=16, steps=8),
         ),
@@ -112,9 +109,9 @@ def micro() -> ExperimentConfig:
         sampler=replace(base.sampler, num_steps=4),
         evaluation=replace(
             base.evaluation,
-            num_samples=20,
+            num_samples=40,
             batch_size=20,
-            tokenizer_num_images=20,
+            tokenizer_num_images=40,
             uniformity_samples=100,
         ),
     )

@@ -1,0 +1,284 @@
+"""Building the latent cache: every training image and its flip -> posterior moments in shards.
+
+    caches/<cache-key>/
+      shard-00000.parquet ...   moments + label + image id (see `shards.py` for the layout)
+      build.json                the tokenizer the shards belong to (guards resume)
+      manifest.json             identities, shapes, dtype, statistics (see `manifest.py`)
+      DONE.json                 written last
+
+Reuse and resume: a finished cache (DONE) is returned as is. Otherwise the shard plan is
+recomputed (it is deterministic), shards already on storage are kept untouched, leftovers of a
+killed build are deleted, and only the missing shards go through Ray Data: `from_items` of
+shard descriptors -> `map_batches(RayShardEncoder)` on an actor pool (one tokenizer per actor,
+one GPU each where there are GPUs). The manifest's statistics are merged from the per-shard
+statistics every shard carries, so finishing a resumed build reads no latent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pyarrow as pa
+import ray
+from safetensors.torch import load_file
+
+from orchestrator.artifacts import Artifacts
+from orchestrator.config import ExperimentConfig, latent_grid, stage_keys, to_dict
+from orchestrator.data.encoder import RayShardEncoder
+from orchestrator.data.ingest import IngestResult
+from orchestrator.data.manifest import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    CacheManifest,
+    check_tokenizer,
+    file_sha256,
+    load_manifest,
+)
+from orchestrator.data.parquet_io import read_table
+from orchestrator.data.shards import (
+    STORAGE_DTYPES,
+    ChannelMoments,
+    ShardPlan,
+    moment_columns,
+    plan_shards,
+    read_shard_moments,
+    remove_temporaries,
+    shard_file_name,
+)
+from orchestrator.storage import Storage
+
+log = logging.getLogger("ldm_frontier.data")
+
+# Written when a build starts: which tokenizer the shards on storage belong to.
+BUILD_CLAIM = "build.json"
+
+
+def build_latent_cache(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    ingested: IngestResult,
+    tokenizer_weights: str,
+    tokenizer_identity: str,
+) -> CacheManifest:
+    """Encode the training split with the exported tokenizer (idempotent and resumable).
+
+    `tokenizer_weights` is a `.safetensors` file of `AutoencoderKL` built from
+    `cfg.tokenizer.arch`; `tokenizer_identity` is recorded and checked by every reader (see
+    `manifest.tokenizer_identity`). Callers in a sweep hold the stage lock of the cache key.
+    """
+    cache_rel = Artifacts.cache(stage_keys(cfg).cache)
+    artifacts = Artifacts(storage)
+    if artifacts.is_done(cache_rel):
+        manifest = load_manifest(storage.uri_for(cache_rel))
+        check_tokenizer(manifest, tokenizer_identity)
+        return manifest
+    split = cfg.dataset.train_split
+    index = read_table(ingested.index_paths[split], columns=["path", "label", "image_id"])
+    plans = plan_shards(
+        len(index), cfg.cache.rows_per_shard, seed=cfg.seed, stats_samples=cfg.cache.stats_samples
+    )
+    _claim_for_tokenizer(storage, cache_rel, tokenizer_identity)
+    removed = remove_temporaries(storage, cache_rel)
+    existing = set(storage.listdir(cache_rel))
+    pending = [plan for plan in plans if shard_file_name(plan.shard_id) not in existing]
+    log.info(
+        "latent cache %s: %d images, %d shards, %d to encode (%d partial files removed)",
+        storage.uri_for(cache_rel),
+        len(index),
+        len(plans),
+        len(pending),
+        removed,
+    )
+    if pending:
+        _encode_shards(cfg, storage, cache_rel, index, pending, tokenizer_weights)
+    manifest = _manifest(
+        cfg, storage, cache_rel, ingested, plans, tokenizer_weights, tokenizer_identity
+    )
+    storage.write_json(manifest.to_dict(), cache_rel, MANIFEST)
+    artifacts.mark_done(cache_rel, {"count": manifest.count, "shards": len(manifest.shards)})
+    return manifest
+
+
+def _claim_for_tokenizer(storage: Storage, cache_rel: str, tokenizer_identity: str) -> None:
+    """Record which tokenizer this (unfinished) cache is being built with.
+
+    A crashed build is resumed only by the same tokenizer: the cache key hashes the tokenizer's
+    config, and a retrained tokenizer with the same config has other weights, so its latents
+    must not be mixed with shards left by the old one.
+    """
+    if storage.exists(cache_rel, BUILD_CLAIM):
+        claimed = storage.read_json(cache_rel, BUILD_CLAIM)["tokenizer_identity"]
+        if claimed == tokenizer_identity:
+            return
+        stale = [name for name in storage.listdir(cache_rel) if name.startswith("shard-")]
+        log.warning(
+            "latent cache %s: %d shards were encoded by tokenizer %s, not %s; re-encoding all",
+            storage.uri_for(cache_rel),
+            len(stale),
+            claimed,
+            tokenizer_identity,
+        )
+        for name in stale:
+            storage.delete(cache_rel, name)
+    storage.write_json({"tokenizer_identity": tokenizer_identity}, cache_rel, BUILD_CLAIM)
+
+
+# --------------------------------------------------------------------------------------------
+# The Ray Data pass
+# --------------------------------------------------------------------------------------------
+def shard_descriptors(index: pa.Table, plans: list[ShardPlan]) -> list[dict]:
+    """What an encoder needs per shard: its rows' ingest positions, paths, labels, ids."""
+    paths, labels, image_ids = (index[name].to_pylist() for name in ("path", "label", "image_id"))
+    descriptors = []
+    for plan in plans:
+        rows = plan.rows.tolist()
+        descriptors.append(
+            {
+                "shard": plan.shard_id,
+                "index": rows,
+                "path": [paths[i] for i in rows],
+                "label": [labels[i] for i in rows],
+                "image_id": [image_ids[i] for i in rows],
+                "stats": plan.stats_mask.tolist(),
+            }
+        )
+    return descriptors
+
+
+def shard_encoder_kwargs(
+    cfg: ExperimentConfig, storage: Storage, cache_rel: str, *, device: str, threads: int
+) -> dict:
+    """`ShardEncoder` arguments (all but the weights) for the cache of `cfg` at `cache_rel`."""
+    return {
+        "arch": autoencoder_kwargs(cfg),
+        "device": device,
+        "torch_threads": threads,
+        "decode_threads": threads,
+        "resolution": cfg.dataset.resolution,
+        "max_pixels": cfg.dataset.max_image_pixels,
+        "storage_uri": storage.uri,
+        "cache_rel": cache_rel,
+        "cache_dtype": cfg.cache.dtype,
+        "flip": cfg.cache.flip,
+        "batch_size": cfg.cache.batch_size,
+        "stats_seed": cfg.seed,
+    }
+
+
+def autoencoder_kwargs(cfg: ExperimentConfig) -> dict:
+    """`AutoencoderKL` constructor arguments of the configured tokenizer.
+
+    `resolution` is not in the arch config but places the attention blocks (at the *nominal*
+    resolutions of `attn_resolutions`), so it must be the resolution the tokenizer trained at.
+    """
+    return {**to_dict(cfg.tokenizer.arch), "resolution": cfg.dataset.resolution}
+
+
+def _use_gpu(cfg: ExperimentConfig) -> bool:
+    setting = cfg.resources.use_gpu
+    return setting == "yes" or (setting == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
+
+
+def _encoder_pool(cfg: ExperimentConfig) -> tuple[int, dict, str, int]:
+    """(actors, per-actor Ray resources, device, CPU threads per actor)."""
+    cpus = max(1, int(cfg.resources.cpus_per_worker))
+    if _use_gpu(cfg):
+        actors = cfg.cache.num_actors or max(1, int(ray.cluster_resources().get("GPU", 0)))
+        return actors, {"num_gpus": 1, "num_cpus": cpus}, "cuda", cpus
+    return cfg.cache.num_actors or 1, {"num_cpus": cpus}, "cpu", cpus
+
+
+def _encode_shards(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    cache_rel: str,
+    index: pa.Table,
+    pending: list[ShardPlan],
+    tokenizer_weights: str,
+) -> None:
+    descriptors = shard_descriptors(index, pending)
+    actors, resources, device, threads = _encoder_pool(cfg)
+    # Weights travel through the object store (read once here), so actors on other nodes need
+    # no shared filesystem for the checkpoint.
+    weights_ref = ray.put(load_file(tokenizer_weights, device="cpu"))
+    written = ray.data.from_items(descriptors, override_num_blocks=len(descriptors)).map_batches(
+        RayShardEncoder,
+        batch_format="pyarrow",
+        # One shard per call: the shard, not the batch, is the unit of atomic write and resume.
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=min(actors, len(descriptors))),
+        fn_constructor_kwargs={
+            "weights_ref": weights_ref,
+            **shard_encoder_kwargs(cfg, storage, cache_rel, device=device, threads=threads),
+        },
+        **resources,
+    )
+    started, done = time.monotonic(), 0
+    for row in written.iter_rows():
+        done += 1
+        log.info(
+            "latent cache: shard %d written (%d rows); %d/%d this run, %.1f s",
+            row["shard"],
+            row["rows"],
+            done,
+            len(descriptors),
+            time.monotonic() - started,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------------
+def _manifest(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    cache_rel: str,
+    ingested: IngestResult,
+    plans: list[ShardPlan],
+    tokenizer_weights: str,
+    tokenizer_identity: str,
+) -> CacheManifest:
+    arch = cfg.tokenizer.arch
+    grid = latent_grid(cfg)
+    moments = ChannelMoments.empty(arch.embed_dim)
+    for plan in plans:
+        shard_uri = storage.uri_for(cache_rel, shard_file_name(plan.shard_id))
+        moments = moments.merge(read_shard_moments(shard_uri))
+    return CacheManifest(
+        schema_version=SCHEMA_VERSION,
+        tokenizer={
+            "identity": tokenizer_identity,
+            "config_hash": stage_keys(cfg).tokenizer,
+            "checkpoint_sha256": file_sha256(tokenizer_weights),
+            "arch": autoencoder_kwargs(cfg),
+        },
+        dataset={
+            "identity": ingested.dataset_identity,
+            "key": ingested.dataset_key,
+            "split": cfg.dataset.train_split,
+            "num_classes": ingested.num_classes,
+        },
+        resolution=cfg.dataset.resolution,
+        latent_shape=[arch.embed_dim, grid, grid],
+        dtype=cfg.cache.dtype,
+        storage_dtype=STORAGE_DTYPES[cfg.cache.dtype],
+        flip=cfg.cache.flip,
+        count=sum(len(plan.rows) for plan in plans),
+        rows_per_shard=cfg.cache.rows_per_shard,
+        shards=[{"file": shard_file_name(plan.shard_id), "rows": len(plan.rows)} for plan in plans],
+        columns=["index", "image_id", "label", *moment_columns(cfg.cache.flip)],
+        skipped={
+            "by_reason": ingested.skipped,
+            "total": sum(ingested.skipped.values()),
+            "report": ingested.report_path,
+        },
+        stats={
+            "mean": moments.mean.tolist(),
+            "std": moments.std().tolist(),
+            "samples": moments.count // (grid * grid),
+            "source": "posterior samples mean + std * eps of unflipped images (seeded), "
+            "per channel over (N, H, W), unbiased std",
+        },
+        cache_dir=storage.uri_for(cache_rel),
+    )
