@@ -99,4 +99,6 @@ def load_autoencoder_weights(
     if isinstance(weights, Mapping):
         load_owned_state_dict(model, weights, INFERENCE_PREFIXES)
     else:
-        load_owned_state_dict(model, read_state_dict_file(weights), INFERENCE_PREFIXES, str(weights))
+        load_owned_state_dict(
+            model, read_state_dict_file(weights), INFERENCE_PREFIXES, str(weights)
+        )

@@ -74,7 +74,9 @@ class LPIPS(nn.Module):
     file with the VGG16 weights (torchvision layout) when ``weights`` holds only the linear layers.
     """
 
-    def __init__(self, weights: str | Path = RANDOM_INIT, backbone_weights: str | Path | None = None):
+    def __init__(
+        self, weights: str | Path = RANDOM_INIT, backbone_weights: str | Path | None = None
+    ):
         super().__init__()
         self.scaling_layer = ScalingLayer()
         self.net = VGG16Slices()

@@ -106,8 +106,12 @@ class VAVAE(AutoencoderKL):
         Works with the reference's Lightning checkpoints: their ``loss.perceptual_loss.*`` and
         ``foundation_model.*`` keys are frozen networks held elsewhere and are ignored.
         """
-        state_dict = weights if isinstance(weights, dict) else read_state_dict_file(weights)
-        load_owned_state_dict(self, state_dict, TRAINING_PREFIXES, str(weights)[:200])
+        if isinstance(weights, dict):
+            load_owned_state_dict(self, weights, TRAINING_PREFIXES)
+        else:
+            load_owned_state_dict(
+                self, read_state_dict_file(weights), TRAINING_PREFIXES, str(weights)
+            )
 
 
 def build_vavae(preset: str, vf_feature_dim: int | None = 1024, **overrides: Any) -> VAVAE:

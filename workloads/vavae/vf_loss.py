@@ -28,18 +28,22 @@ def vf_loss(
             f"projected latent {tuple(z_proj.shape)} and foundation features "
             f"{tuple(feats.shape)} must have the same (B, C, h, w) shape"
         )
-    b, c = z_proj.shape[:2]
-    z_unit = F.normalize(z_proj.reshape(b, c, -1), dim=1)
-    f_unit = F.normalize(feats.reshape(b, c, -1), dim=1)
-    # Per-image N x N cosine-similarity (Gram) matrices over the h*w positions.
-    gram_z = torch.einsum("bci,bcj->bij", z_unit, z_unit)
-    gram_f = torch.einsum("bci,bcj->bij", f_unit, f_unit)
-    # The mean runs over all B*N*N entries, diagonal included (as the reference does), so the
-    # always-equal diagonal dilutes the loss by (N-1)/N.
-    mdms = F.relu((gram_z - gram_f).abs() - distmat_margin).mean()
-    # Argument order (feats, z_proj) as in the reference call.
-    cosine = F.cosine_similarity(feats, z_proj, dim=1)
-    mcos = F.relu(1.0 - cos_margin - cosine).mean()
+    # Cosines and their differences are compared against margins of ~0.25: keep them in fp32
+    # even under bf16 autocast or bf16 weights (the reference trains in fp32).
+    with torch.autocast(z_proj.device.type, enabled=False):
+        z_proj, feats = z_proj.float(), feats.float()
+        b, c = z_proj.shape[:2]
+        z_unit = F.normalize(z_proj.reshape(b, c, -1), dim=1)
+        f_unit = F.normalize(feats.reshape(b, c, -1), dim=1)
+        # Per-image N x N cosine-similarity (Gram) matrices over the h*w positions.
+        gram_z = torch.einsum("bci,bcj->bij", z_unit, z_unit)
+        gram_f = torch.einsum("bci,bcj->bij", f_unit, f_unit)
+        # The mean runs over all B*N*N entries, diagonal included (as the reference does), so
+        # the always-equal diagonal dilutes the loss by (N-1)/N.
+        mdms = F.relu((gram_z - gram_f).abs() - distmat_margin).mean()
+        # Argument order (feats, z_proj) as in the reference call.
+        cosine = F.cosine_similarity(feats, z_proj, dim=1)
+        mcos = F.relu(1.0 - cos_margin - cosine).mean()
     return {"mcos": mcos, "mdms": mdms, "vf": distmat_weight * mdms + cos_weight * mcos}
 
 

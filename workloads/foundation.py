@@ -1,0 +1,155 @@
+"""Frozen vision foundation models (timm ViTs) that supply the VF-loss target features.
+
+The reference (``vavae/ldm/models/foundation_models.py``) hard-codes DINOv2-L/14 at 224 px and
+MAE-L/16 at 256 px, both giving a 16x16 token grid that equals the f16 latent grid. Here any timm
+ViT works: the input is resized to ``grid * patch_size`` so the patch tokens land on the requested
+latent grid (256 px -> 224 px for DINOv2, no resize for MAE, as in the reference).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+from workloads.vavae.checkpoint import read_state_dict_file
+
+HUB = "hub"
+RANDOM_INIT = "random_init"
+INPUT_NORMS = ("minus_one_one", "imagenet")
+
+# name -> (timm model name, timm kwargs). The reference loads both from the timm HF hub with
+# dynamic_img_size=True, which FoundationModel always adds.
+FOUNDATION_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dinov2": ("vit_large_patch14_dinov2.lvd142m", {}),
+    "mae": ("vit_large_patch16_224.mae", {}),
+}
+
+# The reference's VA-VAE training checkpoints store the foundation model under this prefix.
+TRAINING_CHECKPOINT_PREFIX = "foundation_model.model."
+
+
+def foundation_input_size(patch_size: tuple[int, int], grid: tuple[int, int]) -> tuple[int, int]:
+    """Input (H, W) at which a ViT with ``patch_size`` yields a ``grid`` of patch tokens."""
+    return grid[0] * patch_size[0], grid[1] * patch_size[1]
+
+
+class FoundationModel(nn.Module):
+    """A frozen timm ViT returning its final-norm patch tokens as a (B, C, h, w) feature map.
+
+    ``weights``: ``"hub"`` (timm pretrained download; needs network), a local ``.safetensors`` /
+    ``.pt`` state dict of the same timm architecture, or ``"random_init"`` (tests).
+    ``input_norm``: ``"minus_one_one"`` feeds the [-1, 1] image unchanged, reproducing the
+    reference (the author calls the missing ImageNet normalisation "a small bug", upstream issue
+    #78); ``"imagenet"`` maps [-1, 1] to ImageNet mean/std normalised input instead.
+    """
+
+    def __init__(
+        self,
+        timm_name: str,
+        weights: str = HUB,
+        timm_kwargs: dict | None = None,
+        input_norm: str = "minus_one_one",
+    ):
+        super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+        local_file = weights not in (HUB, RANDOM_INIT)
+        if local_file and not Path(weights).is_file():
+            raise FileNotFoundError(f"foundation model weights file not found: {weights}")
+        self.timm_name = timm_name
+        kwargs = {"dynamic_img_size": True, **(timm_kwargs or {})}
+        self.model = timm.create_model(
+            timm_name, pretrained=weights == HUB, num_classes=0, **kwargs
+        )
+        if local_file:
+            self._load_local(Path(weights))
+        self.input_norm = input_norm
+        self.embed_dim = self.model.embed_dim
+        self.patch_size = tuple(self.model.patch_embed.patch_size)
+        self.register_buffer(
+            "imagenet_mean",
+            torch.tensor(IMAGENET_DEFAULT_MEAN)[None, :, None, None],
+            persistent=False,
+        )
+        self.register_buffer(
+            "imagenet_std",
+            torch.tensor(IMAGENET_DEFAULT_STD)[None, :, None, None],
+            persistent=False,
+        )
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FoundationModel":
+        # Frozen feature extractor: never leave eval mode, even under a parent's .train().
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> features (B, embed_dim, grid[0], grid[1])."""
+        grid = (int(grid[0]), int(grid[1]))
+        if min(grid) < 1:
+            raise ValueError(f"feature grid must be positive, got {grid}")
+        size = foundation_input_size(self.patch_size, grid)
+        if not self.model.dynamic_img_size and tuple(self.model.patch_embed.grid_size) != grid:
+            raise ValueError(
+                f"{self.timm_name} with a fixed image size only produces a "
+                f"{tuple(self.model.patch_embed.grid_size)} grid, not {grid}; build it with "
+                "dynamic_img_size=True"
+            )
+        if tuple(x.shape[-2:]) != size:
+            # Bilinear, align_corners=False, no antialias: the reference's 256 -> 224 resize.
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if self.input_norm == "imagenet":
+            x = ((x + 1.0) / 2.0 - self.imagenet_mean) / self.imagenet_std
+        x = x.to(self.model.patch_embed.proj.weight.dtype)
+        # forward_features applies the final norm; drop CLS (and any register) tokens.
+        tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
+        return tokens.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+
+    def _load_local(self, path: Path) -> None:
+        state_dict = read_state_dict_file(path)
+        if any(key.startswith(TRAINING_CHECKPOINT_PREFIX) for key in state_dict):
+            state_dict = {
+                key.removeprefix(TRAINING_CHECKPOINT_PREFIX): value
+                for key, value in state_dict.items()
+                if key.startswith(TRAINING_CHECKPOINT_PREFIX)
+            }
+        expected = self.model.state_dict()
+        if not any(key.startswith("head.") for key in expected):
+            # Built with num_classes=0: a classifier head in the file is irrelevant.
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        mis_shaped = sorted(
+            f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+            for k, v in state_dict.items()
+            if k in expected and v.shape != expected[k].shape
+        )
+        if missing or unexpected or mis_shaped:
+            raise ValueError(
+                f"{path} does not fit timm model {self.timm_name} "
+                f"(check timm_kwargs): missing {missing}, unexpected {unexpected}, "
+                f"shape mismatch {mis_shaped}"
+            )
+        self.model.load_state_dict(state_dict, strict=True)
+
+
+def build_foundation(
+    name_or_timm_name: str,
+    weights: str,
+    input_norm: str = "minus_one_one",
+    timm_kwargs: dict | None = None,
+) -> FoundationModel:
+    """Build a preset (``"dinov2"``, ``"mae"``) or any timm ViT by name; ``timm_kwargs`` extend or
+    override the preset's kwargs."""
+    timm_name, preset_kwargs = FOUNDATION_PRESETS.get(name_or_timm_name, (name_or_timm_name, {}))
+    return FoundationModel(
+        timm_name,
+        weights=weights,
+        timm_kwargs={**preset_kwargs, **(timm_kwargs or {})},
+        input_norm=input_norm,
+    )
