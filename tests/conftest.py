@@ -13,3 +13,327 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+
+
+# ---- BEGIN cluster job-submission fixtures (issue 9: cluster/, tests/test_job_submit.py) ----
+# A throwaway Ray head for tests that submit jobs the way a cluster user does (JobSubmissionClient
+# with the runtime env of cluster/runtime_env.yaml). It is a `ray start --head --block` child
+# process on free ports with its own temp dir, stopped by terminating that process: never
+# `ray stop`, which kills every Ray instance on the machine, other tests' included. Token auth is
+# on, with a fresh token handed explicitly to the head (env) and the client (header), as a
+# cluster's Secret would be.
+import pytest  # noqa: E402
+
+
+class LocalRayHead:
+    """One local head node with the Jobs API; `submit()` runs a job to the end and keeps its logs."""
+
+    PORT_FLAGS = (
+        "port",
+        "dashboard-port",
+        "ray-client-server-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "metrics-export-port",
+        "runtime-env-agent-port",
+        "node-manager-port",
+        "object-manager-port",
+    )
+
+    def __init__(self, num_cpus: int = 4):
+        import secrets
+        import tempfile
+
+        self.num_cpus = num_cpus
+        self.token = secrets.token_hex(24)
+        # Short and under /tmp: Ray puts unix sockets in it (107-byte path limit).
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="ldmhead", dir="/tmp"))
+        self.ports = dict(zip(self.PORT_FLAGS, self._free_ports(len(self.PORT_FLAGS))))
+        self.address = f"http://127.0.0.1:{self.ports['dashboard-port']}"
+        self.log_path = self.temp_dir / "head.log"
+        self.proc = None
+
+    @staticmethod
+    def _free_ports(count: int) -> list[int]:
+        """Distinct free ports: all sockets stay bound until every port is picked."""
+        import socket
+
+        socks = [socket.socket() for _ in range(count)]
+        try:
+            for sock in socks:
+                sock.bind(("127.0.0.1", 0))
+            return [sock.getsockname()[1] for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+
+    def start(self, timeout: float = 180.0) -> LocalRayHead:
+        import random
+        import subprocess
+        import time
+
+        # Not someone else's cluster: the job and its client must talk to this head only.
+        skip = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
+        env = {k: v for k, v in os.environ.items() if k not in skip}
+        # The job's `python` must be this interpreter (the venv with torch), as on a cluster
+        # node where the image's venv is first on PATH.
+        env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_USAGE_STATS_ENABLED="0")
+        # Worker ports outside Ray's default 10002-19999, which other local clusters use.
+        low = random.randrange(20000, 30000, 500)
+        cmd = [
+            str(Path(PYTHON).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            "--include-dashboard=true",
+            f"--num-cpus={self.num_cpus}",
+            "--num-gpus=0",
+            f"--temp-dir={self.temp_dir}",
+            f"--min-worker-port={low}",
+            f"--max-worker-port={low + 499}",
+            "--disable-usage-stats",
+            *(f"--{flag}={port}" for flag, port in self.ports.items()),
+        ]
+        with open(self.log_path, "wb") as log:
+            # Own session: the fallback in stop() can signal exactly this head's processes.
+            self.proc = subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code, tail = self.proc.returncode, self.log_tail()
+                self.stop()
+                raise RuntimeError(f"ray start exited with {code}:\n{tail}")
+            try:
+                self.client().list_jobs()
+                return self
+            except Exception as err:  # the dashboard is not up yet
+                last_error = err
+                time.sleep(1.0)
+        tail = self.log_tail()
+        self.stop()
+        raise TimeoutError(f"Ray head not ready after {timeout:.0f}s ({last_error}):\n{tail}")
+
+    def client(self, token: str | None = None):
+        from ray.job_submission import JobSubmissionClient
+
+        token = self.token if token is None else token
+        return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {token}"})
+
+    def submit(self, entrypoint: str, runtime_env: dict | None = None, timeout: float = 300.0):
+        """Submit, wait for a terminal state (stopping the job at `timeout`), return a JobRun."""
+        import time
+
+        client = self.client()
+        submission_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        deadline = time.monotonic() + timeout
+        status = client.get_job_status(submission_id)
+        while not status.is_terminal() and time.monotonic() < deadline:
+            time.sleep(1.0)
+            status = client.get_job_status(submission_id)
+        if not status.is_terminal():
+            client.stop_job(submission_id)
+        return JobRun(submission_id, str(status), client.get_job_logs(submission_id))
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        import shutil
+        import signal
+        import subprocess
+        import time
+
+        if self.proc is not None and self.proc.poll() is None:
+            # `ray start --block` shuts its own raylet, GCS and dashboard down on SIGTERM.
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            # Anything of this head still alive is in its own session (its pgid is its pid).
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    break
+                time.sleep(2.0)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class JobRun:
+    """A finished (or timed-out and stopped) job: its id, final status name and full logs."""
+
+    def __init__(self, submission_id: str, status: str, logs: str):
+        self.submission_id = submission_id
+        self.status = status
+        self.logs = logs
+
+    def __repr__(self) -> str:
+        return f"JobRun({self.submission_id}, {self.status})\n--- logs ---\n{self.logs[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def local_ray_head():
+    """A token-authenticated local Ray head with the Jobs API, shared by one test module."""
+    head = LocalRayHead().start()
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
+# ---- END cluster job-submission fixtures ----
+
+
+# ---- BEGIN ray_local fixture (issue 5: data plane; reused by other Ray test modules) ----
+# One in-process local Ray instance for the whole session: `address="local"` never attaches to
+# another cluster on the machine, and `ray.shutdown()` stops only this one (never `ray stop`).
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# ---- END ray_local fixture ----
+
+
+# ---- BEGIN train fixtures (issue 6: orchestrator/train, tests/test_train_*.py) ----
+# Tiny configs derived from the `micro` preset and synthetic datasets with the columns the
+# workloads read, so the train tests drive the real driver, Ray Train workers and DeepSpeed
+# engines (2 workers, gloo) in seconds per step.
+class TrainKit:
+    ROWS = 32
+
+    @staticmethod
+    def config(
+        root,
+        *,
+        zero_stage: int,
+        steps: int = 4,
+        workers: int = 2,
+        checkpoint_every: int = 2,
+        max_failures: int = 0,
+        nonfinite: str = "stop",
+        stages: tuple = (),
+    ):
+        """Resolved micro config: 16 px images, f2 tokenizer (ch 32, VF on a random stand-in
+        ViT, GAN from the first step), Micro DiT on 8x8x4 latents, global batch 8, 0.5 CPU per worker."""
+        from dataclasses import replace
+
+        from orchestrator.config import PRESETS, resolve
+        from orchestrator.config.schema import TokenizerArchConfig, VFLossConfig
+
+        base = PRESETS["micro"]()
+
+        def training(section):
+            return replace(
+                section,
+                global_batch_size=8,
+                steps=steps,
+                epochs=None,
+                zero_stage=zero_stage,
+                log_every=1,
+                checkpoint_every=checkpoint_every,
+                nonfinite=nonfinite,
+            )
+
+        tokenizer = replace(
+            base.tokenizer,
+            arch=TokenizerArchConfig(
+                embed_dim=4, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()
+            ),
+            vf=VFLossConfig(foundation="standin", weights="random_init"),
+            loss=replace(base.tokenizer.loss, disc_start=0),
+            training=training(base.tokenizer.training),
+            stages=stages,
+        )
+        generator = replace(base.generator, training=training(base.generator.training))
+        resources = replace(
+            base.resources,
+            tokenizer_workers=workers,
+            generator_workers=workers,
+            cpus_per_worker=0.5,
+            max_failures=max_failures,
+        )
+        return resolve(
+            replace(
+                base,
+                tokenizer=tokenizer,
+                generator=generator,
+                resources=resources,
+                storage=str(root),
+            )
+        )
+
+    @classmethod
+    def dataset(cls, cfg, workload: str):
+        """(Ray dataset, rows, workload inputs): random images, or random latent moments."""
+        import numpy as np
+        import ray
+
+        rng = np.random.default_rng(0)
+        if workload == "tokenizer":
+            size = cfg.dataset.resolution
+            items = [
+                {"image": rng.uniform(-1, 1, (3, size, size)).astype(np.float32), "label": i % 10}
+                for i in range(cls.ROWS)
+            ]
+            return ray.data.from_items(items), cls.ROWS, {"foundation_weights": "random_init"}
+        shape = (cfg.generator.model.in_channels, *(2 * [cfg.generator.model.input_size]))
+        items = [
+            {
+                "mean": rng.normal(size=shape).astype(np.float32),
+                "logvar": np.full(shape, -2.0, np.float32),
+                "mean_flip": rng.normal(size=shape).astype(np.float32),
+                "logvar_flip": np.full(shape, -2.0, np.float32),
+                "label": i % 10,
+            }
+            for i in range(cls.ROWS)
+        ]
+        stats = {"mean": [0.1] * shape[0], "std": [1.2] * shape[0]}
+        return ray.data.from_items(items), cls.ROWS, {"latent_stats": stats}
+
+    @classmethod
+    def fit(cls, cfg, workload: str, metrics_path, hooks=None):
+        """`fit_stage` on the synthetic data, appending every report to `metrics_path`."""
+        from orchestrator.storage import Storage
+        from orchestrator.train import fit_stage
+        from orchestrator.train.callbacks import MetricsFileCallback
+
+        dataset, rows, inputs = cls.dataset(cfg, workload)
+        return fit_stage(
+            cfg,
+            Storage.from_uri(cfg.storage),
+            workload,
+            dataset,
+            num_rows=rows,
+            inputs=inputs,
+            callbacks=[MetricsFileCallback(metrics_path)],
+            hooks=hooks,
+        )
+
+
+@pytest.fixture(scope="module")
+def train_kit(ray_local):
+    """Configs, synthetic datasets and `fit` for the train tests, on the shared local Ray."""
+    return TrainKit
+
+
+# ---- END train fixtures ----

@@ -153,7 +153,9 @@ def _checker(u, v, frequency):
 
 
 def _dots(u, v, frequency):
-    return ((np.cos(frequency * np.pi * u) * np.cos(frequency * np.pi * v)) < 0.35).astype(np.float64)
+    return ((np.cos(frequency * np.pi * u) * np.cos(frequency * np.pi * v)) < 0.35).astype(
+        np.float64
+    )
 
 
 def _rings(u, v, frequency):
@@ -223,8 +225,8 @@ def render_image(recipe: _ClassRecipe, image_size: int, rng: np.random.Generator
     v = -np.sin(rotation) * dx + np.cos(rotation) * dy
 
     # Foreground colour: hue jitter stays inside the class family; saturation keeps it visible.
-    hue = recipe.hue + rng.uniform(-0.035, 0.035)
-    colour = _hsv_to_rgb(hue, rng.uniform(0.65, 1.0), rng.uniform(0.7, 1.0))
+    hue = recipe.hue + rng.uniform(-0.06, 0.06)
+    colour = _hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.6, 1.0))
     shade = 0.45 + 0.55 * recipe.texture(u, v, rng.uniform(2.5, 4.5))
     mask = recipe.shape(u, v)[..., None]
     canvas = np.where(mask, colour * shade[..., None], canvas)

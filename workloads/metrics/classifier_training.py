@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.datasets.embedded import read_split
 from workloads.metrics.images import as_nchw_tensor, to_unit_range
 
 
@@ -53,7 +57,9 @@ def fit_classifier(
 ) -> nn.Module:
     """Train `model` in place on float [-1, 1] `images` (N, 3, H, W) and int64 `labels`."""
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = max(1, int(config.warmup_fraction * total_steps))
@@ -71,7 +77,9 @@ def fit_classifier(
         for start in range(0, len(images), config.batch_size):
             index = order[start : start + config.batch_size]
             batch = random_shift_and_flip(images[index], config.max_shift, generator)
-            loss = F.cross_entropy(model(batch), labels[index], label_smoothing=config.label_smoothing)
+            loss = F.cross_entropy(
+                model(batch), labels[index], label_smoothing=config.label_smoothing
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -88,3 +96,27 @@ def predict_labels(model: nn.Module, images: torch.Tensor, batch_size: int = 256
 
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     return (predict_labels(model, images) == labels).float().mean().item()
+
+
+def train_on_image_folder(
+    build_model: Callable[[int], nn.Module], dataset_root: Path, fit: FitConfig
+) -> tuple[nn.Module, dict]:
+    """Train ``build_model(num_classes)`` on ``train/``, score it on ``val/``; returns the model
+    and metadata (class names, fit config, wall and CPU seconds, threads, val accuracy)."""
+    train_images, train_labels, class_names = read_split(dataset_root, "train")
+    val_images, val_labels, _ = read_split(dataset_root, "val")
+    started, started_cpu = time.perf_counter(), time.process_time()
+    # Seed initialisation and training without disturbing the caller's global RNG.
+    with torch.random.fork_rng():
+        torch.manual_seed(fit.seed)
+        model = build_model(len(class_names))
+        fit_classifier(model, as_model_input(train_images), torch.from_numpy(train_labels), fit)
+    metadata = {
+        "class_names": class_names,
+        "fit_config": dataclasses.asdict(fit),
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "train_cpu_seconds": round(time.process_time() - started_cpu, 2),
+        "torch_threads": torch.get_num_threads(),
+        "val_accuracy": accuracy(model, as_model_input(val_images), torch.from_numpy(val_labels)),
+    }
+    return model, metadata

@@ -14,7 +14,14 @@ import re
 
 LABEL_POLICIES = ("uniform", "balanced")
 # Key names follow LightningDiT's configs so stored specs map onto the paper's settings.
-SAMPLER_KEYS = ("method", "steps", "cfg_scale", "cfg_interval_start", "timestep_shift", "cfg_channels")
+SAMPLER_KEYS = (
+    "method",
+    "steps",
+    "cfg_scale",
+    "cfg_interval_start",
+    "timestep_shift",
+    "cfg_channels",
+)
 
 _DISPLAY_NAMES = {
     "fid": "FID",
@@ -62,7 +69,9 @@ class EvalSpec:
         if missing:
             raise ValueError(f"sampler spec lacks {missing}; required keys: {SAMPLER_KEYS}")
         if self.label_policy not in LABEL_POLICIES:
-            raise ValueError(f"label_policy must be one of {LABEL_POLICIES}, got {self.label_policy!r}")
+            raise ValueError(
+                f"label_policy must be one of {LABEL_POLICIES}, got {self.label_policy!r}"
+            )
         if self.num_samples < 1:
             raise ValueError(f"num_samples must be positive, got {self.num_samples}")
 

@@ -49,7 +49,9 @@ def frechet_distance(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> flo
 
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """Fréchet distance between two raw feature sets (N, D); rFID is this on originals vs reconstructions."""
-    return frechet_distance(FeatureStats.from_features(features_a), FeatureStats.from_features(features_b))
+    return frechet_distance(
+        FeatureStats.from_features(features_a), FeatureStats.from_features(features_b)
+    )
 
 
 def foundation_fd(

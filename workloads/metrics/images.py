@@ -31,7 +31,8 @@ def as_nchw_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
         if images.ndim == 4 and images.shape[-1] == 3:
-            images = images.permute(0, 3, 1, 2)
+            # Contiguous NCHW: a permuted view would be channels-last, which slows small convs.
+            images = images.permute(0, 3, 1, 2).contiguous()
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected (N, 3, H, W) or (N, H, W, 3) images, got {tuple(images.shape)}")
     return images

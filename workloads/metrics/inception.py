@@ -12,13 +12,14 @@ import hashlib
 import io
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch_fidelity
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 from workloads.metrics.eval_spec import EvaluatorIdentity
-from workloads.metrics.images import to_uint8
+from workloads.metrics.images import as_nchw_tensor, to_uint8
 
 EVALUATOR_NAME = "torch-fidelity-inception-v3-compat"
 # ADM's sFID reads "mixed_6/conv:0": the ReLU output of the 1x1 branch of TF block mixed_6, which
@@ -63,6 +64,7 @@ def _seeded_random_init(network: nn.Module, seed: int) -> None:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes (the evaluator-identity checksum of a weights file)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -89,19 +91,28 @@ class InceptionFeatures(nn.Module):
         seed: seed of the random initialisation.
     """
 
-    def __init__(self, weights_path: Path | None = None, *, random_init: bool = False, seed: int = 0):
+    def __init__(
+        self, weights_path: Path | None = None, *, random_init: bool = False, seed: int = 0
+    ):
         super().__init__()
         if (weights_path is None) == (not random_init):
             raise ValueError("pass exactly one of weights_path or random_init=True")
         if random_init:
             self.network = _RandomInitInceptionV3(
-                "inception-v3-compat", list(_FEATURES), feature_extractor_weights_path=_empty_checkpoint()
+                "inception-v3-compat",
+                list(_FEATURES),
+                feature_extractor_weights_path=_empty_checkpoint(),
             )
             _seeded_random_init(self.network, seed)
-            name, checksum = f"{EVALUATOR_NAME}-random-init", sha256_state_dict(self.network.state_dict())
+            name, checksum = (
+                f"{EVALUATOR_NAME}-random-init",
+                sha256_state_dict(self.network.state_dict()),
+            )
         else:
             self.network = FeatureExtractorInceptionV3(
-                "inception-v3-compat", list(_FEATURES), feature_extractor_weights_path=str(weights_path)
+                "inception-v3-compat",
+                list(_FEATURES),
+                feature_extractor_weights_path=str(weights_path),
             )
             name, checksum = EVALUATOR_NAME, sha256_file(Path(weights_path))
         self.identity = EvaluatorIdentity(name, torch_fidelity.__version__, checksum)
@@ -123,3 +134,23 @@ class InceptionFeatures(nn.Module):
         spatial = self._spatial[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).flatten(1).float()
         self._spatial = None
         return InceptionOutputs(pool=pool, logits=logits, spatial=spatial)
+
+    def extract(
+        self, images: np.ndarray | torch.Tensor, batch_size: int = 50
+    ) -> dict[str, np.ndarray]:
+        """Features of many images in batches: ``{"pool", "logits", "spatial"}`` float64 arrays.
+
+        `images`: (N, H, W, 3) uint8 arrays (PNG / ADM ``arr_0`` layout) or (N, 3, H, W) tensors.
+        The names match the reference cache's (``pool`` <-> ``mu``/``sigma``, ``spatial`` <->
+        ``mu_s``/``sigma_s``).
+        """
+        images = as_nchw_tensor(images)
+        device = next(self.network.parameters()).device
+        chunks = [
+            self(images[start : start + batch_size].to(device))
+            for start in range(0, len(images), batch_size)
+        ]
+        return {
+            name: torch.cat([getattr(chunk, name) for chunk in chunks]).double().cpu().numpy()
+            for name in ("pool", "logits", "spatial")
+        }

@@ -45,8 +45,8 @@ def ssim(
 ) -> torch.Tensor:
     """Per-image SSIM, matching torchmetrics' ``StructuralSimilarityIndexMeasure(data_range=(-1, 1))``.
 
-    torchmetrics reflect-pads, filters and then crops the padding away again, which is exactly a
-    'valid' Gaussian filter over the unpadded image, so no padding is done here.
+    As torchmetrics 1.x does, the image is reflect-padded by half a window and the SSIM map is
+    averaged over every pixel, borders included (older 0.x releases cropped the border instead).
     """
     low, high = data_range
     # The reference measures float images in [-1, 1]; torchmetrics clamps to a tuple data_range.
@@ -54,6 +54,9 @@ def ssim(
     y = to_unit_range(reconstructions).double().clamp(low, high)
     c1, c2 = (k1 * (high - low)) ** 2, (k2 * (high - low)) ** 2
     window = _gaussian_window(window_size, sigma, x.shape[1], x.dtype)
+    pad = window_size // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    y = F.pad(y, (pad, pad, pad, pad), mode="reflect")
     stacked = torch.cat([x, y, x * x, y * y, x * y])
     mu_x, mu_y, xx, yy, xy = F.conv2d(stacked, window, groups=x.shape[1]).split(len(x))
     var_x = (xx - mu_x**2).clamp(min=0.0)

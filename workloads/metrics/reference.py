@@ -53,7 +53,9 @@ def load_reference_npz(
         if "arr_0" not in data:
             raise ValueError(f"{path} has neither mu/sigma nor arr_0 (keys: {sorted(data.keys())})")
         if extract_fn is None:
-            raise ValueError(f"{path} holds raw images (arr_0); pass extract_fn to compute statistics")
+            raise ValueError(
+                f"{path} holds raw images (arr_0); pass extract_fn to compute statistics"
+            )
         images = data["arr_0"]
     return {name: FeatureStats.from_features(f) for name, f in extract_fn(images).items()}
 
