@@ -233,12 +233,12 @@ class TrainKit:
         nonfinite: str = "stop",
         stages: tuple = (),
     ):
-        """Resolved micro config: 16 px images, f2 tokenizer (ch 32, VF on a random stand-in
-        ViT, GAN from the first step), Micro DiT on 8x8x4 latents, global batch 8, 0.5 CPU per worker."""
+        """Resolved `micro` config with VF on a random stand-in ViT, the GAN from the first
+        step, global batch 8, 0.5 CPU per worker (a CPU stays free for Ray Data)."""
         from dataclasses import replace
 
         from orchestrator.config import PRESETS, resolve
-        from orchestrator.config.schema import TokenizerArchConfig, VFLossConfig
+        from orchestrator.config.schema import VFLossConfig
 
         base = PRESETS["micro"]()
 
@@ -256,9 +256,6 @@ class TrainKit:
 
         tokenizer = replace(
             base.tokenizer,
-            arch=TokenizerArchConfig(
-                embed_dim=4, ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()
-            ),
             vf=VFLossConfig(foundation="standin", weights="random_init"),
             loss=replace(base.tokenizer.loss, disc_start=0),
             training=training(base.tokenizer.training),
@@ -337,3 +334,76 @@ def train_kit(ray_local):
 
 
 # ---- END train fixtures ----
+
+
+# ---- BEGIN MLflow server fixture (issue 8: tests/test_sweep.py) ----
+# A real `mlflow server` (SQLite backend) on 127.0.0.1 and a free port, started and stopped by
+# the fixture; one worker and no job runner keep it to two processes (environment notes §4).
+class MlflowServer:
+    def __init__(self, root: Path):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.root = root
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, timeout: float = 120.0) -> MlflowServer:
+        import subprocess
+        import time
+        import urllib.request
+
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        cmd = [
+            str(Path(PYTHON).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        self.log = open(self.root / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.root / "server.log").read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(1.0)
+        self.stop()
+        raise TimeoutError(f"mlflow server not healthy after {timeout:.0f}s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except Exception:  # noqa: BLE001 - fall back to SIGKILL of the whole group
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---- END MLflow server fixture ----

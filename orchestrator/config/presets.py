@@ -74,6 +74,8 @@ def debug_cpu() -> ExperimentConfig:
             num_samples=500,
             label_policy="balanced",
             batch_size=100,
+            # No pretrained Inception offline: FD-proxy in a CNN trained on the embedded set.
+            inception_weights=None,
             reference_split="val",
             tokenizer_num_images=500,
             uniformity_samples=1000,

@@ -274,9 +274,10 @@ class EvaluationConfig:
     label_policy: Literal["uniform", "balanced"] = "uniform"
     seed: int = 0
     batch_size: int = 64
-    # Local TF-ported Inception weights (pt_inception-2015-12-05). Null = no Inception: the
-    # embedded default then reports the honest FD-proxy of its own evaluator network.
-    inception_weights: str | None = None
+    # TF-ported Inception weights (pt_inception-2015-12-05): a local file, or `hub` to download
+    # torch-fidelity's copy once. Null = no Inception: the embedded default then reports the
+    # honest FD-proxy of its own evaluator network instead of a FID.
+    inception_weights: str | None = "hub"
     # ADM-style reference statistics (.npz with mu/sigma); null = computed from `reference_split`.
     reference_stats: str | None = None
     reference_split: str = "train"

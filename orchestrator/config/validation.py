@@ -64,7 +64,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_grids(cfg)
     _check_generator(cfg)
     _check_sampler(cfg.sampler, "sampler")
-    _check_evaluation(cfg.evaluation)
+    _check_evaluation(cfg.evaluation, cfg.dataset.source)
     _check_resources(cfg)
 
 
@@ -319,13 +319,20 @@ def _check_sampler(s: SamplerConfig, path: str) -> None:
     _positive(s.rtol, f"{path}.rtol")
 
 
-def _check_evaluation(e: EvaluationConfig) -> None:
+def _check_evaluation(e: EvaluationConfig, source: str) -> None:
     for key in ("num_samples", "batch_size", "tokenizer_num_images", "intermediate_samples"):
         _positive(getattr(e, key), f"evaluation.{key}")
     _positive(e.uniformity_samples, "evaluation.uniformity_samples", allow_zero=True)
     _positive(e.intermediate_every, "evaluation.intermediate_every", allow_zero=True)
     _positive(e.num_workers, "evaluation.num_workers")
-    _check_file(e.inception_weights, "evaluation.inception_weights")
+    if e.inception_weights is None and source != "embedded":
+        raise ConfigError(
+            "evaluation.inception_weights",
+            "null (the FD-proxy evaluator) exists only for the embedded dataset; give the "
+            "Inception weights file, or `hub` to download it",
+        )
+    if e.inception_weights != "hub":
+        _check_file(e.inception_weights, "evaluation.inception_weights")
     _check_file(e.reference_stats, "evaluation.reference_stats")
 
 

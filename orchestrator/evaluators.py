@@ -1,0 +1,117 @@
+"""Which network scores images, and its reference statistics.
+
+With Inception weights (a local file, or `hub` = torch-fidelity's TF-ported file, downloaded once)
+the metrics are the real FID/sFID/IS/precision/recall. The embedded default has no pretrained
+Inception, so it trains a small CNN once on the dataset (cached by dataset identity) and reports
+FD-proxy and class consistency in its feature space. That network is not the stand-in ViT the
+VF loss aligns to, so the metric cannot reward alignment to itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from orchestrator.artifacts import Artifacts
+from orchestrator.config import ExperimentConfig
+from orchestrator.storage import Storage
+
+INCEPTION = "inception"
+PROXY = "proxy"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatorSpec:
+    """Plain data describing the evaluator, so Ray actors can rebuild it."""
+
+    kind: str
+    weights: str
+    identity: dict
+
+    def build(self) -> FeatureFn:
+        return FeatureFn(self)
+
+    @property
+    def key(self) -> str:
+        ident = self.identity
+        return f"{ident['name']}=={ident['version']}#sha256:{ident['weights_sha256'][:16]}"
+
+
+class FeatureFn:
+    """uint8 NHWC images -> named feature arrays (`pool`, `logits`, `spatial` or `proxy`, `pred`)."""
+
+    def __init__(self, spec: EvaluatorSpec):
+        self.spec = spec
+        if spec.kind == INCEPTION:
+            from workloads.metrics.inception import InceptionFeatures
+
+            self.network = InceptionFeatures(Path(spec.weights))
+        else:
+            from workloads.metrics.proxy import load_proxy
+
+            self.network = load_proxy(Path(spec.weights)).model
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        if self.spec.kind == INCEPTION:
+            out = self.network(x)
+            return {
+                "pool": out.pool.double().numpy(),
+                "logits": out.logits.double().numpy(),
+                "spatial": out.spatial.double().numpy(),
+            }
+        x = x.float() / 127.5 - 1.0
+        features = self.network.features(x)
+        return {
+            "proxy": features.double().numpy(),
+            "pred": self.network.head(features).argmax(dim=1).numpy(),
+        }
+
+
+def uses_proxy(cfg: ExperimentConfig) -> bool:
+    return cfg.evaluation.inception_weights is None
+
+
+def prepare_evaluator(
+    cfg: ExperimentConfig, storage: Storage, dataset_root: str, dataset_key: str
+) -> EvaluatorSpec:
+    """Driver side, once per dataset: locate (or train) the evaluator network."""
+    from workloads.metrics.inception import sha256_file
+
+    if not uses_proxy(cfg):
+        import torch_fidelity
+
+        from workloads.metrics.inception import EVALUATOR_NAME
+
+        path = inception_weights_path(cfg.evaluation.inception_weights)
+        identity = {
+            "name": EVALUATOR_NAME,
+            "version": torch_fidelity.__version__,
+            "weights_sha256": sha256_file(path),
+        }
+        return EvaluatorSpec(INCEPTION, str(path), identity)
+    from workloads.metrics.proxy import load_or_train_proxy, proxy_cache_dir
+
+    # The proxy reads the PNG tree directly and trains in-process: local (or NFS) storage only.
+    cache = storage.local_path(Artifacts.proxy_evaluator(dataset_key))
+    evaluator = load_or_train_proxy(Path(dataset_root), cache, dataset_key)
+    directory = proxy_cache_dir(cache, dataset_key)
+    return EvaluatorSpec(PROXY, str(directory), dataclasses.asdict(evaluator.identity))
+
+
+def inception_weights_path(configured: str) -> Path:
+    """A local file as is; `hub` downloads torch-fidelity's TF-ported weights once (online only)."""
+    if configured != "hub":
+        return Path(configured).expanduser()
+    from torch.hub import download_url_to_file, get_dir
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    target = Path(get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        download_url_to_file(URL_INCEPTION_V3, str(target))
+    return target

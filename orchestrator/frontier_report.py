@@ -1,0 +1,126 @@
+"""The sweep's frontier: rows from the finished trials, the Pareto chart, CSV and table, logged
+onto the sweep's parent MLflow run and written beside the Tune experiment."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import ExperimentConfig, SweepConfig, build_config, point_label
+from orchestrator.pareto import (
+    LOWER_IS_BETTER,
+    FrontierRow,
+    frontier_axes,
+    frontier_csv,
+    frontier_markdown,
+    mark_front,
+    plot_frontier,
+)
+from orchestrator.plan import table
+from orchestrator.storage import Storage
+
+PARAM_COLUMNS = ("d", "vf", "m1", "m2", "vf_weight")
+# Table order: reconstruction first, then generation, then the latent-space proxies.
+METRIC_ORDER = (
+    "rfid",
+    "rfd_proxy",
+    "psnr",
+    "ssim",
+    "lpips",
+    "gfid",
+    "fd_proxy",
+    "sfid",
+    "inception_score",
+    "precision",
+    "recall",
+    "class_consistency",
+    "density_cv",
+    "gini",
+    "norm_entropy",
+)
+
+
+@dataclass(frozen=True)
+class FrontierSummary:
+    table: str
+    chart: str
+    csv: str
+    markdown: str
+    rows: int
+
+
+def frontier_params(cfg: ExperimentConfig) -> dict[str, object]:
+    tok = cfg.tokenizer
+    params: dict[str, object] = {
+        "d": tok.arch.embed_dim,
+        "vf": tok.vf.foundation,
+        "m1": tok.vf.cos_margin,
+        "m2": tok.vf.distmat_margin,
+        "vf_weight": tok.vf.vf_weight,
+    }
+    if tok.stages:
+        params["stages"] = "/".join(s.name for s in tok.stages)
+    return params
+
+
+def trial_overrides(config: dict) -> dict:
+    return {**config.get("point", {}).get("overrides", {}), **config.get("overrides", {})}
+
+
+def collect_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> list[FrontierRow]:
+    """One row per finished trial (failed or unfinished trials are left out)."""
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        if result.error is not None or "point_done" not in metrics:
+            continue
+        cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
+        values = {k: float(metrics[k]) for k in METRIC_ORDER if k in metrics}
+        rows.append(FrontierRow(point_label(cfg), frontier_params(cfg), values))
+    return sorted(rows, key=lambda r: tuple(str(r.params.get(k)).zfill(8) for k in PARAM_COLUMNS))
+
+
+def terminal_table(rows: list[FrontierRow], front: list[bool], metrics: list[str]) -> str:
+    headers = ["front", "point", *metrics]
+    body = [
+        ["*" if on else "", r.label, *(_fmt(r.metrics.get(m, math.nan)) for m in metrics)]
+        for r, on in zip(rows, front)
+    ]
+    return table(headers, body)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "n/a"
+
+
+def write_frontier(sweep, ctx, storage: Storage, run_name: str, grid, client) -> FrontierSummary:
+    rows = collect_rows(sweep, ctx.cli_overrides, grid)
+    x, y = frontier_axes(rows, sweep.frontier.x, sweep.frontier.y)
+    front = mark_front(rows, x, y)
+    present = [m for m in METRIC_ORDER if any(m in r.metrics for r in rows)]
+    markdown = (
+        f"# Frontier of `{sweep.name}`\n\nx = {x} ({'lower' if LOWER_IS_BETTER.get(x, True) else 'higher'}"
+        f" is better), y = {y} (lower is better)\n\n"
+        + frontier_markdown(rows, front, [*PARAM_COLUMNS, *present])
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp)
+        plot_frontier(
+            rows, front, x, y, local / "frontier.png", f"{sweep.name}: reconstruction vs generation"
+        )
+        (local / "frontier.csv").write_text(frontier_csv(rows, front))
+        (local / "frontier.md").write_text(markdown)
+        for name in ("frontier.png", "frontier.csv", "frontier.md"):
+            storage.write_bytes((local / name).read_bytes(), "sweeps", run_name, name)
+            client.log_artifact(ctx.parent_run_id, str(local / name))
+    client.log_metric(ctx.parent_run_id, "points", float(len(rows)))
+    client.log_metric(ctx.parent_run_id, "points_on_front", float(sum(front)))
+    return FrontierSummary(
+        table=terminal_table(rows, front, present),
+        chart=storage.uri_for("sweeps", run_name, "frontier.png"),
+        csv=storage.uri_for("sweeps", run_name, "frontier.csv"),
+        markdown=markdown,
+        rows=len(rows),
+    )

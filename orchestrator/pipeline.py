@@ -1,0 +1,192 @@
+"""One frontier point, end to end: the five stages in order, each skipped when already done.
+
+    ingest -> tokenizer training -> tokenizer evaluation -> latent cache
+           -> generator training -> generator evaluation
+
+Each stage is addressed by its config hash (`stage_keys`) and guarded by a stage lock, so points
+that share a tokenizer share its training, evaluation and cache. Everything a point produces is
+logged into its MLflow run: params, per-step metrics (from rank 0 of the Train runs), final
+metrics with their labels and evaluation spec, and the reconstruction and sample grids.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator import progress
+from orchestrator.config import (
+    ExperimentConfig,
+    StageKeys,
+    dump_yaml,
+    point_label,
+    stage_keys,
+    to_dict,
+)
+from orchestrator.evaluators import EvaluatorSpec, prepare_evaluator
+from orchestrator.locks import stage_lock
+from orchestrator.storage import Storage
+from orchestrator.tracking import RunLogger, RunRef
+
+log = logging.getLogger("ldm_frontier.pipeline")
+
+# Names of the exported weight files (see orchestrator/train/state.py `write_export`).
+TOKENIZER_WEIGHTS = "model.safetensors"
+GENERATOR_EMA_WEIGHTS = "ema.safetensors"
+
+
+@dataclass(frozen=True)
+class SharedInputs:
+    """Per-dataset inputs every point needs: built once, before trials race for them."""
+
+    ingested: object
+    evaluator: EvaluatorSpec
+
+
+def prepare_shared(cfg: ExperimentConfig, storage: Storage) -> SharedInputs:
+    """Ingest the dataset, train the stand-in foundation model and the evaluator network if the
+    config needs them; every piece is cached, so calling this again is cheap."""
+    from orchestrator.data import ingest
+    from orchestrator.train.inputs import foundation_weights
+
+    ingested = ingest(cfg, storage)
+    cfg = with_dataset_classes(cfg, ingested)
+    if cfg.tokenizer.vf.foundation == "standin":
+        foundation_weights(cfg, storage, ingested)
+    evaluator = prepare_evaluator(cfg, storage, ingested.root, ingested.dataset_key)
+    return SharedInputs(ingested, evaluator)
+
+
+def with_dataset_classes(cfg: ExperimentConfig, ingested) -> ExperimentConfig:
+    """Fill `dataset.num_classes` from the ingest when the config left it to the folders."""
+    if cfg.dataset.num_classes is not None:
+        if cfg.dataset.num_classes != ingested.num_classes:
+            raise ValueError(
+                f"dataset.num_classes is {cfg.dataset.num_classes} but {ingested.root} has "
+                f"{ingested.num_classes} classes"
+            )
+        return cfg
+    return replace(cfg, dataset=replace(cfg.dataset, num_classes=ingested.num_classes))
+
+
+def flat_params(data: dict, prefix: str = "") -> dict[str, object]:
+    """`{"a": {"b": 1}}` -> `{"a.b": 1}`: every resolved key becomes an MLflow param."""
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flat_params(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def log_stored_file(logger: RunLogger, storage: Storage, uri: str, artifact_path: str) -> None:
+    """Log a file that lives in storage (local path or object store URI) as an MLflow artifact."""
+    if not logger.enabled:
+        return
+    if storage.is_local:
+        logger.log_artifact(uri, artifact_path)
+        return
+    rel = uri.removeprefix(storage.uri).lstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(rel).name
+        local.write_bytes(storage.read_bytes(rel))
+        logger.log_artifact(local, artifact_path)
+
+
+def log_json(logger: RunLogger, obj: object, name: str, artifact_path: str) -> None:
+    import json
+
+    if not logger.enabled:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(obj if isinstance(obj, str) else json.dumps(obj, indent=2, default=str))
+        logger.log_artifact(path, artifact_path)
+
+
+def run_point(
+    cfg: ExperimentConfig,
+    keys: StageKeys,
+    storage: Storage,
+    *,
+    run_ref: RunRef | None = None,
+    overrides: dict | None = None,
+    callbacks: list | None = None,
+) -> dict[str, float]:
+    """Run (or finish, or just read back) every stage of one point; returns its final metrics."""
+    from orchestrator.data import build_latent_cache, tokenizer_identity
+    from orchestrator.evaluate import evaluate_generator, evaluate_tokenizer
+    from orchestrator.train import train_generator, train_tokenizer
+
+    name = point_label(cfg)
+    logger = RunLogger(run_ref)
+    logger.log_params(
+        {**flat_params(to_dict(cfg)), **{f"sweep.{k}": v for k, v in (overrides or {}).items()}}
+    )
+    logger.set_tags({f"ldm.key.{stage}": key for stage, key in keys.as_dict().items()})
+    log_json(logger, dump_yaml(cfg), "resolved_config.yaml", "config")
+    ref = run_ref.to_dict() if run_ref else None
+
+    def stage(title: str) -> None:
+        progress.post(name, state="running", stage=title, step=None, total=None)
+        log.info("%s: %s", name, title)
+
+    try:
+        stage("ingest")
+        shared = prepare_shared(cfg, storage)
+        cfg = with_dataset_classes(cfg, shared.ingested)
+        keys = stage_keys(cfg)
+
+        stage("tokenizer")
+        with stage_lock(keys.tokenizer):
+            tokenizer = train_tokenizer(
+                cfg, storage, shared.ingested, run_ref=ref, callbacks=callbacks
+            )
+        tokenizer_weights = f"{tokenizer.export_dir}/{TOKENIZER_WEIGHTS}"
+
+        stage("tokenizer eval")
+        with stage_lock(keys.tokenizer_eval):
+            recon = evaluate_tokenizer(
+                cfg, storage, shared.ingested, tokenizer_weights, shared.evaluator
+            )
+        logger.log_metrics(recon["metrics"])
+        log_stored_file(logger, storage, recon["grid"], "tokenizer")
+        log_json(logger, recon["spec"], "tokenizer_eval_spec.json", "tokenizer")
+
+        stage("latent cache")
+        identity = tokenizer_identity(keys.tokenizer, tokenizer_weights)
+        with stage_lock(keys.cache):
+            manifest = build_latent_cache(
+                cfg, storage, shared.ingested, tokenizer_weights, identity
+            )
+
+        stage("generator")
+        with stage_lock(keys.generator):
+            generator = train_generator(cfg, storage, manifest, run_ref=ref, callbacks=callbacks)
+
+        stage("generator eval")
+        with stage_lock(keys.generator_eval):
+            gen = evaluate_generator(
+                cfg,
+                storage,
+                shared.ingested,
+                generator_weights=f"{generator.export_dir}/{GENERATOR_EMA_WEIGHTS}",
+                tokenizer_weights=tokenizer_weights,
+                latent_stats=manifest.latent_stats(cfg.generator.latent_multiplier).to_dict(),
+                evaluator=shared.evaluator,
+            )
+        logger.log_metrics(gen["metrics"])
+        logger.set_tags(
+            {f"ldm.label.{k}": v for k, v in {**recon["labels"], **gen["labels"]}.items()}
+        )
+        log_stored_file(logger, storage, gen["grid"], "generator")
+        log_json(logger, gen["spec"], "eval_spec.json", "generator")
+    except BaseException:
+        progress.post(name, state="failed")
+        raise
+    progress.post(name, state="done", stage="done")
+    return {**recon["metrics"], **gen["metrics"]}

@@ -1,0 +1,300 @@
+"""The main job: Ray Tune over frontier points, MLflow nesting, resume, and the frontier.
+
+Each Tune trial is one point: it runs tokenizer training -> tokenizer evaluation -> latent cache
+-> generator training -> generator evaluation (`pipeline.run_point`). Every stage output is
+addressed by its config hash, so trials sharing a tokenizer share its checkpoint and cache and a
+rerun skips what is finished. Train V2 runs inside a trial through its own `TorchTrainer`
+(`Tuner(trainer)` is gone in Ray 2.60); per-report metrics reach Tune via `TuneReportCallback`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import (
+    SweepConfig,
+    SweepPoint,
+    build_config,
+    point_label,
+    stage_keys,
+    to_dict,
+)
+from orchestrator.config.loading import from_dict
+from orchestrator.storage import Storage
+from orchestrator.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
+
+log = logging.getLogger("ldm_frontier")
+
+SWEEP_TAG = "ldm.sweep"
+ROLE_TAG = "ldm.role"
+POINT_TAG = "ldm.point"
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """Everything a trial needs, as plain data (it crosses process boundaries)."""
+
+    sweep: dict
+    cli_overrides: dict
+    storage_uri: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def sweep_config(self) -> SweepConfig:
+        return from_dict(SweepConfig, self.sweep)
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow: experiment, parent run (one per sweep), child run (one per point)
+# --------------------------------------------------------------------------------------------
+def ensure_experiment(client, name: str, location: str | None) -> str:
+    # MlflowClient.create_experiment, not mlflow.set_experiment: the latter sets
+    # MLFLOW_EXPERIMENT_ID in os.environ, which silently redirects later Ray MLflow helpers.
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=location)
+
+
+def find_or_create_parent(
+    client, experiment_id: str, sweep: SweepConfig, run_name: str, resume: bool
+) -> str:
+    if resume:
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{SWEEP_TAG}` = '{run_name}' and tags.`{ROLE_TAG}` = 'parent'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if runs:
+            return runs[0].info.run_id
+    run = client.create_run(
+        experiment_id,
+        run_name=run_name,
+        tags={SWEEP_TAG: run_name, ROLE_TAG: "parent", "ldm.preset": sweep.preset},
+    )
+    return run.info.run_id
+
+
+def find_or_create_child(client, ctx: SweepContext, point_key: str, label: str) -> str:
+    """Idempotent per point: a restored or retried trial logs into the run it already had."""
+    runs = client.search_runs(
+        [ctx.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and tags.`{POINT_TAG}` = '{point_key}'",
+        max_results=1,
+    )
+    if runs:
+        return runs[0].info.run_id
+    run = client.create_run(
+        ctx.experiment_id,
+        run_name=label,
+        tags={PARENT_TAG: ctx.parent_run_id, POINT_TAG: point_key, ROLE_TAG: "point"},
+    )
+    return run.info.run_id
+
+
+# --------------------------------------------------------------------------------------------
+# The trial
+# --------------------------------------------------------------------------------------------
+def run_trial(trial_config: dict) -> None:
+    """One Tune trial = one frontier point."""
+    import mlflow
+    from mlflow import MlflowClient
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from orchestrator import pipeline
+
+    ctx = SweepContext(**trial_config["ctx"])
+    overrides = dict(trial_config.get("point", {}).get("overrides", {}))
+    overrides.update(trial_config.get("overrides", {}))
+    cfg = build_config(ctx.sweep_config(), overrides, ctx.cli_overrides)
+    keys = stage_keys(cfg)
+    label = point_label(cfg)
+    client = MlflowClient(ctx.tracking_uri)
+    run_id = find_or_create_child(client, ctx, keys.generator_eval, label)
+    ref = RunRef(ctx.tracking_uri, run_id)
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    system_metrics = cfg.tracking.system_metrics
+    # An active fluent run in this process is what MLflow's system-metrics sampler attaches to.
+    with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics):
+        metrics = pipeline.run_point(
+            cfg,
+            keys,
+            Storage.from_uri(ctx.storage_uri),
+            run_ref=ref,
+            overrides=overrides,
+            callbacks=[TuneReportCallback()],
+        )
+    tune.report({**metrics, "point_done": 1})
+
+
+def trainable(trial_cpus: float):
+    from ray import tune
+
+    return tune.with_resources(run_trial, {"CPU": trial_cpus})
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+# --------------------------------------------------------------------------------------------
+def init_ray(cfg_cpus_hint: int | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return
+    # Alone on a laptop: start a private local instance (never attach to someone else's).
+    # Logical CPUs are doubled because a nested Tune -> Train -> Ray Data stack deadlocks when
+    # Train workers hold every CPU the Data read tasks need (environment notes, section 3).
+    cores = os.cpu_count() or 2
+    ray.init(
+        address="local",
+        num_cpus=max(4, 2 * cores) if cfg_cpus_hint is None else cfg_cpus_hint,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+
+
+def configure_logging(log_file: Path) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # Ray's and MLflow's own chatter goes to the file, not the terminal.
+    for name in ("ray", "mlflow", "alembic", "urllib3", "deepspeed"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+
+
+def run_sweep(
+    sweep: SweepConfig, points: list[SweepPoint], cli_overrides: dict, *, resume: bool = True
+) -> int:
+    from mlflow import MlflowClient
+
+    from orchestrator import pipeline
+    from orchestrator.frontier_report import write_frontier
+    from orchestrator.locks import create_lock_table
+    from orchestrator.progress import LiveView, create_board
+
+    base = build_config(sweep, {}, cli_overrides)
+    storage = Storage.from_uri(base.storage)
+    run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    sweep_dir = storage.local_path("sweeps", run_name) if storage.is_local else None
+    log_file = (sweep_dir or Path.cwd() / "runs") / "driver.log"
+    configure_logging(log_file)
+    started = time.time()
+    print(f"logs: {log_file} (Ray worker logs: /tmp/ray/session_latest/logs)", flush=True)
+
+    local_root = storage.local_path() if storage.is_local else None
+    tracking_uri = default_tracking_uri(base.tracking.tracking_uri, local_root)
+    client = MlflowClient(tracking_uri)
+    experiment = base.tracking.experiment_name or sweep.name
+    experiment_id = ensure_experiment(
+        client, experiment, artifact_location(tracking_uri, local_root)
+    )
+    parent_id = find_or_create_parent(client, experiment_id, sweep, run_name, resume)
+    ctx = SweepContext(
+        to_dict(sweep), cli_overrides, storage.uri, tracking_uri, experiment_id, parent_id
+    )
+
+    init_ray()
+    create_lock_table()
+    board = create_board(len(points) or sweep.search.optuna.num_samples)
+    # Shared inputs (ingested dataset, stand-in foundation model, evaluator network) are built
+    # once here, before trials race for them.
+    for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
+        pipeline.prepare_shared(cfg, storage)
+
+    tuner = make_tuner(sweep, points, ctx, base, storage, run_name, resume)
+    with LiveView(board):
+        grid = tuner.fit()
+    failed = grid.num_errors
+    summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
+    elapsed = time.time() - started
+    print(summary.table, flush=True)
+    print(f"\nfrontier chart: {summary.chart}", flush=True)
+    print(f"frontier table: {summary.csv}", flush=True)
+    print(f"wall time: {elapsed / 60:.1f} min; {failed} failed trial(s)", flush=True)
+    print(
+        f"MLflow: mlflow ui --backend-store-uri {tracking_uri}  (experiment `{experiment}`)",
+        flush=True,
+    )
+    return 1 if failed else 0
+
+
+def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
+    from ray import tune
+
+    fn = trainable(base.resources.trial_cpus)
+    path = storage.uri_for("sweeps", run_name, "tune")
+    if resume and tune.Tuner.can_restore(
+        path, storage_filesystem=None if storage.is_local else storage.filesystem
+    ):
+        log.info("restoring the Tune experiment at %s", path)
+        return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
+    param_space: dict = {"ctx": ctx.__dict__}
+    search_alg = scheduler = None
+    if sweep.search.algorithm == "grid":
+        param_space["point"] = tune.grid_search(
+            [{"index": p.index, "overrides": p.overrides} for p in points]
+        )
+        num_samples = 1
+    else:
+        search_alg, space = optuna_search(sweep)
+        param_space["overrides"] = space
+        num_samples = sweep.search.optuna.num_samples
+    if sweep.search.scheduler.type == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        sch = sweep.search.scheduler
+        scheduler = ASHAScheduler(
+            metric=sch.metric,
+            mode=sch.mode,
+            grace_period=sch.grace_period,
+            reduction_factor=sch.reduction_factor,
+        )
+    return tune.Tuner(
+        fn,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            num_samples=num_samples,
+            max_concurrent_trials=base.resources.max_concurrent_trials,
+            search_alg=search_alg,
+            scheduler=scheduler,
+        ),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=storage.uri_for("sweeps", run_name),
+            failure_config=tune.FailureConfig(max_failures=base.resources.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def optuna_search(sweep: SweepConfig):
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    opt = sweep.search.optuna
+    makers = {
+        "choice": lambda s: tune.choice(list(s["values"])),
+        "uniform": lambda s: tune.uniform(s["low"], s["high"]),
+        "loguniform": lambda s: tune.loguniform(s["low"], s["high"]),
+        "randint": lambda s: tune.randint(s["low"], s["high"]),
+    }
+    space = {key: makers[spec["type"]](spec) for key, spec in opt.space.items()}
+    searcher = OptunaSearch(metric=list(opt.metrics), mode=list(opt.modes), seed=opt.seed)
+    return ConcurrencyLimiter(searcher, max_concurrent=2), space

@@ -1,0 +1,262 @@
+"""The training driver: one Ray Train V2 `TorchTrainer` per workload run, resumable by name.
+
+A run is named by its stage key and lives under the configured storage
+(`<storage>/tokenizers/<key>/`, `<storage>/generators/<key>/`), so running the same config
+again resumes from the run's latest checkpoint (Train V2 finds `checkpoint_manager_snapshot.json`
+there), and a run whose `DONE.json` exists is not started at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from orchestrator.artifacts import Artifacts
+from orchestrator.config import ExperimentConfig, stage_keys, to_dict
+from orchestrator.storage import Storage
+from orchestrator.train.guard import NonFiniteError
+from orchestrator.train.hooks import DebugHooks
+from orchestrator.train.inputs import (
+    check_tokenizer_training,
+    foundation_weights,
+    lpips_weights,
+    use_gpu,
+)
+from orchestrator.train.loop import train_loop_per_worker
+from orchestrator.train.plan import (
+    TrainPlan,
+    epoch_steps,
+    generator_stages,
+    micro_batch_size,
+    tokenizer_stages,
+)
+
+# Ray Train run directories, one per workload, under the storage root.
+RUN_ROOTS = {"tokenizer": "tokenizers", "generator": "generators"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training stage produced.
+
+    `export_dir`: URI of `export/` (weights as safetensors + summary.json); `metrics`: the last
+    reported metrics; `steps`: optimizer steps done; `skipped`: the stage was already DONE and
+    nothing ran; `completed`: False only when a debug hook stopped the run early.
+    """
+
+    export_dir: str | None
+    metrics: dict
+    steps: int
+    skipped: bool
+    completed: bool = True
+
+
+def train_tokenizer(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    ingested,
+    *,
+    run_ref: dict | None = None,
+    callbacks: list | None = None,
+    hooks: DebugHooks | None = None,
+) -> TrainResult:
+    """Train (or resume, or skip when DONE) the VA-VAE tokenizer of a resolved config.
+
+    `ingested` is the `IngestResult` of the dataset; `run_ref` an MLflow `RunRef.to_dict()`
+    that rank 0 logs per-step metrics into; `callbacks` are `ray.train.UserCallback`s.
+    """
+    done = finished_result(cfg, storage, "tokenizer")
+    if done is not None:
+        return done
+    from orchestrator.data import image_dataset
+
+    check_tokenizer_training(cfg)
+    split = cfg.dataset.train_split
+    return fit_stage(
+        cfg,
+        storage,
+        "tokenizer",
+        image_dataset(ingested, cfg, split),
+        num_rows=ingested.counts[split],
+        inputs={
+            "foundation_weights": foundation_weights(cfg, storage, ingested),
+            "lpips_weights": lpips_weights(cfg),
+        },
+        run_ref=run_ref,
+        callbacks=callbacks,
+        hooks=hooks,
+    )
+
+
+def train_generator(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    cache_manifest,
+    *,
+    run_ref: dict | None = None,
+    callbacks: list | None = None,
+    hooks: DebugHooks | None = None,
+) -> TrainResult:
+    """Train (or resume, or skip when DONE) LightningDiT on a latent cache of this config.
+
+    `cache_manifest` is the cache's `CacheManifest` (or its directory).
+    """
+    done = finished_result(cfg, storage, "generator")
+    if done is not None:
+        return done
+    from orchestrator.data import latent_dataset, load_manifest
+
+    manifest = load_manifest(cache_manifest)
+    expected = Artifacts.cache(stage_keys(cfg).cache)
+    if not manifest.cache_dir.rstrip("/").endswith(expected):
+        raise ValueError(
+            f"latent cache {manifest.cache_dir} is not this config's cache ({expected}): the "
+            "generator's stage key would not describe the data it trains on"
+        )
+    # The data's shard order depends on the epoch: start where the run's last checkpoint is.
+    start_epoch = resume_epoch(storage, "generator", stage_keys(cfg).generator)
+    dataset = latent_dataset(
+        manifest, manifest.tokenizer_identity, cfg.seed, start_epoch=start_epoch
+    )
+    stats = manifest.latent_stats(cfg.generator.latent_multiplier)
+    return fit_stage(
+        cfg,
+        storage,
+        "generator",
+        dataset,
+        num_rows=manifest.count,
+        inputs={"latent_stats": stats.to_dict()},
+        run_ref=run_ref,
+        callbacks=callbacks,
+        hooks=hooks,
+    )
+
+
+def run_rel(cfg: ExperimentConfig, workload: str) -> str:
+    """The run's directory under the storage root (`tokenizers/<key>`, `generators/<key>`)."""
+    keys = stage_keys(cfg)
+    return (
+        Artifacts.tokenizer(keys.tokenizer)
+        if workload == "tokenizer"
+        else Artifacts.generator(keys.generator)
+    )
+
+
+def finished_result(cfg: ExperimentConfig, storage: Storage, workload: str) -> TrainResult | None:
+    """The stored result when the run's DONE marker exists, else None."""
+    artifacts = Artifacts(storage)
+    rel = run_rel(cfg, workload)
+    if not artifacts.is_done(rel):
+        return None
+    summary = artifacts.read_done(rel)
+    return TrainResult(
+        export_dir=summary["export_dir"],
+        metrics=summary["metrics"],
+        steps=summary["steps"],
+        skipped=True,
+    )
+
+
+def resume_epoch(storage: Storage, workload: str, key: str) -> int:
+    """The data epoch of the run's latest checkpoint (0 for a new run)."""
+    path = storage.uri_for(RUN_ROOTS[workload], key)
+    try:
+        result = ray.train.Result.from_path(path)
+    except RuntimeError:  # no run there yet
+        return 0
+    return int((result.metrics or {}).get("epoch", 0))
+
+
+def fit_stage(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    workload: str,
+    dataset: ray.data.Dataset,
+    *,
+    num_rows: int,
+    inputs: dict,
+    run_ref: dict | None = None,
+    callbacks: list | None = None,
+    hooks: DebugHooks | None = None,
+) -> TrainResult:
+    """Run `train_loop_per_worker` for `workload` on `dataset` (columns as the workload reads
+    them: `image` for the tokenizer, cached moments + `label` for the generator)."""
+    rel = run_rel(cfg, workload)
+    resources = cfg.resources
+    training = cfg.tokenizer.training if workload == "tokenizer" else cfg.generator.training
+    num_workers = (
+        resources.tokenizer_workers if workload == "tokenizer" else resources.generator_workers
+    )
+    per_epoch = epoch_steps(num_rows, training, num_workers)
+    if per_epoch == 0:
+        raise ValueError(
+            f"{num_rows} training rows give no full step of global batch "
+            f"{training.global_batch_size} on {num_workers} workers"
+        )
+    stages = (
+        tokenizer_stages(cfg, per_epoch)
+        if workload == "tokenizer"
+        else generator_stages(cfg, per_epoch)
+    )
+    plan = TrainPlan(
+        workload=workload,
+        experiment=to_dict(cfg),
+        stages=stages,
+        micro_batch=micro_batch_size(training, num_workers),
+        storage_uri=storage.uri,
+        run_rel=rel,
+        inputs=inputs,
+        run_ref=run_ref,
+        debug_hooks=(hooks or DebugHooks()).to_dict(),
+    )
+    gpu = use_gpu(resources.use_gpu)
+    per_worker = {"CPU": resources.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+    options = DataConfig.default_ingest_options()
+    # Deterministic block-to-rank assignment, hence a reproducible data order on resume.
+    options.preserve_order = True
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=plan.to_dict(),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=gpu, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=rel.split("/", 1)[1],
+            storage_path=storage.uri_for(RUN_ROOTS[workload]),
+            failure_config=FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=training.keep_checkpoints),
+            callbacks=callbacks,
+        ),
+        datasets={"train": dataset},
+        dataset_config=DataConfig(
+            datasets_to_split=["train"], execution_options={"train": options}
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.WorkerGroupError as err:
+        # Surface the guard's own error (step and terms) rather than Ray's wrapper.
+        for failure in err.worker_failures.values():
+            if isinstance(failure, NonFiniteError):
+                raise failure from err
+        raise
+    outcome = result.return_value
+    # A rerun that only had to export (its last checkpoint was the end) trained no step: the
+    # metrics are then those of that checkpoint.
+    metrics = outcome["metrics"] or result.metrics or {}
+    if not outcome["completed"]:
+        return TrainResult(None, metrics, outcome["steps"], skipped=False, completed=False)
+    summary = {
+        "export_dir": outcome["export_dir"],
+        "metrics": metrics,
+        "steps": outcome["steps"],
+        "skipped_steps": outcome["skipped_steps"],
+        "stages": [dataclasses.asdict(stage) for stage in stages],
+    }
+    Artifacts(storage).mark_done(rel, summary)
+    return TrainResult(outcome["export_dir"], metrics, outcome["steps"], skipped=False)

@@ -1,0 +1,173 @@
+"""The LightningDiT workload: rectified flow on cached latent moments, AdamW, EMA.
+
+EMA placement: rank 0 only. Under ZeRO 0-2 every rank holds the full weights, so rank 0
+updates from its own parameters with no communication; under ZeRO-3 every rank takes part in
+gathering the partitioned parameters chunk by chunk (`gathered_named_parameters`) and rank 0
+folds each chunk into the fp32 shadow before it is re-partitioned. One fp32 copy of the model
+in the whole job instead of one per rank, which is the memory ZeRO was asked to save.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from orchestrator.config import ExperimentConfig
+from orchestrator.data.sampler import LatentBatchSampler
+from orchestrator.train.engine import gathered_named_parameters
+from orchestrator.train.guard import SkippableAdamW
+from orchestrator.train.plan import StagePlan
+from orchestrator.train.state import Extra, load_extra
+from orchestrator.train.workload import ModelBundle, load_full_weights
+from workloads.dit import (
+    EMA,
+    LatentStats,
+    LightningDiT,
+    LightningDiT_models,
+    RectifiedFlowObjective,
+)
+
+EMA_EXTRA = "ema"
+
+
+class GeneratorWorkload:
+    name = "generator"
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        stages: tuple[StagePlan, ...],
+        inputs: dict,
+        device: torch.device,
+        rank: int,
+    ):
+        self.cfg = cfg
+        self.stages = stages
+        self.device = device
+        self.rank = rank
+        gen = cfg.generator
+        stats = LatentStats.from_dict(inputs["latent_stats"])
+        self.sampler = LatentBatchSampler(stats, flip=cfg.cache.flip)
+        # Flip coins, posterior noise, flow noise and t all draw from this stream; label
+        # dropout inside the model draws from the global torch stream (also checkpointed).
+        self.noise_rng = torch.Generator(device=device)
+        self.generators = {"noise": self.noise_rng}
+        transport = gen.transport
+        weights = {
+            "mse_weight": transport.mse_weight,
+            "cos_weight": transport.cos_weight if transport.use_cosine_loss else 0.0,
+        }
+        self.objectives = {
+            name: RectifiedFlowObjective(time_sampling=name, **weights)
+            for name in ("logit_normal", "uniform")
+        }
+        self.ema: EMA | None = None
+        self._zero_stage = cfg.generator.training.zero_stage
+
+    def new_model(self) -> LightningDiT:
+        model_cfg = self.cfg.generator.model
+        model = LightningDiT_models[model_cfg.name](
+            input_size=model_cfg.input_size,
+            in_channels=model_cfg.in_channels,
+            num_classes=self.cfg.dataset.num_classes,
+            class_dropout_prob=model_cfg.class_dropout_prob,
+            learn_sigma=model_cfg.learn_sigma,
+            use_qknorm=model_cfg.use_qknorm,
+            use_swiglu=model_cfg.use_swiglu,
+            use_rope=model_cfg.use_rope,
+            use_rmsnorm=model_cfg.use_rmsnorm,
+            wo_shift=model_cfg.wo_shift,
+        )
+        model.use_checkpoint = self.cfg.generator.training.activation_checkpointing
+        return model
+
+    def build(self, stage_index: int, weights: dict[str, torch.Tensor] | None) -> ModelBundle:
+        model = self.new_model()
+        if weights is not None:
+            load_full_weights(model, weights)
+        model.to(self.device)
+        opt = self.cfg.generator.optimizer
+        optimizer = SkippableAdamW(
+            model.parameters(),
+            lr=opt.lr,
+            betas=opt.betas,
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+        )
+        return ModelBundle(model, optimizer)
+
+    def time_sampling(self, global_step: int) -> str:
+        """Logit-normal t, switched to uniform once `uniform_t_after_step` steps are done."""
+        transport = self.cfg.generator.transport
+        switch = transport.uniform_t_after_step
+        if not transport.use_lognorm or (switch is not None and global_step >= switch):
+            return "uniform"
+        return "logit_normal"
+
+    def loss(
+        self,
+        engine,
+        batch: dict[str, np.ndarray],
+        stage_index: int,
+        stage_step: int,
+        global_step: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        tensors = {key: torch.from_numpy(value).to(self.device) for key, value in batch.items()}
+        z, labels = self.sampler(tensors, self.noise_rng)
+        objective = self.objectives[self.time_sampling(global_step)]
+        terms = objective(engine, z, labels, generator=self.noise_rng)
+        loss = terms.pop("loss")
+        return loss, terms
+
+    # ------------------------------------------------------------------ EMA
+    def start(self, engine) -> None:
+        if self.ema is not None or (self._zero_stage != 3 and self.rank != 0):
+            return
+        # Copy-initialised from the weights the engine starts from (DiT's update_ema(decay=0)).
+        pairs = gathered_named_parameters(engine.module, self._zero_stage)
+        decay = self.cfg.generator.ema.decay
+        if self.rank == 0:
+            self.ema = EMA(pairs, decay=decay)
+        else:
+            for _ in pairs:  # take part in the ZeRO-3 gathers
+                pass
+
+    def after_update(self, engine) -> None:
+        if self._zero_stage != 3 and self.rank != 0:
+            return
+        pairs = gathered_named_parameters(engine.module, self._zero_stage)
+        if self.rank == 0:
+            self.ema.update(pairs)
+        else:
+            for _ in pairs:
+                pass
+
+    def extras(self) -> dict[str, Extra]:
+        if self.ema is None:
+            return {}
+        metadata = {"decay": str(self.ema.decay), "num_updates": str(self.ema.num_updates)}
+        return {EMA_EXTRA: Extra(dict(self.ema.shadow), metadata)}
+
+    def load_extras(self, directory: Path) -> None:
+        if self.rank != 0:
+            return
+        extra = load_extra(directory, EMA_EXTRA)
+        shadow = {name: tensor.to(self.device) for name, tensor in extra.tensors.items()}
+        self.ema = EMA(shadow.items(), decay=float(extra.metadata["decay"]))
+        self.ema.num_updates = int(extra.metadata["num_updates"])
+
+    # ------------------------------------------------------------------ export
+    def export(
+        self, weights: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+        model = self.new_model()
+        load_full_weights(model, weights)
+        files = {"model": model.state_dict(), "ema": self.ema.model_state_dict(model)}
+        summary = {
+            "model": self.cfg.generator.model.name,
+            "ema_decay": self.ema.decay,
+            "ema_updates": self.ema.num_updates,
+        }
+        return files, summary

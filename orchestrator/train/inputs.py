@@ -1,0 +1,71 @@
+"""Driver-side resolution of what a workload needs besides its config (before workers start)."""
+
+from __future__ import annotations
+
+import ray
+
+from orchestrator.artifacts import Artifacts
+from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
+from orchestrator.storage import Storage
+
+
+def foundation_weights(cfg: ExperimentConfig, storage: Storage, ingested) -> str:
+    """The VF target's weights as `hub`, `random_init` or a file path (never `auto`).
+
+    `auto` means the hub for timm models and, for the embedded dataset's stand-in, the ViT
+    trained once on the ingested train split and cached under `models/standin-...` (a cache hit
+    when the sweep prepared it already).
+    """
+    vf = cfg.tokenizer.vf
+    if not vf.enabled or vf.weights != "auto":
+        return vf.weights
+    if vf.foundation != "standin":
+        return "hub"
+    from workloads.standin import train_standin_vit
+
+    grid = latent_grid(cfg)
+    patch = cfg.dataset.resolution // grid
+    cache_dir = storage.local_path(Artifacts.standin(stage_keys(cfg).dataset, patch))
+    path = train_standin_vit(
+        dataset_root=ingested.root,
+        cache_dir=cache_dir,
+        dataset_identity=ingested.dataset_identity,
+        patch_size=patch,
+        image_size=cfg.dataset.resolution,
+    )
+    return str(path)
+
+
+def lpips_weights(cfg: ExperimentConfig) -> str | None:
+    """LPIPS weights for the tokenizer's perceptual term (None: the term is off).
+
+    Checked here, before any worker starts: a config error inside the workers would be retried
+    `resources.max_failures` times.
+    """
+    loss = cfg.tokenizer.loss
+    if loss.perceptual_weight == 0 or loss.lpips_weights == "none":
+        return None
+    if loss.lpips_weights == "hub":
+        raise ValueError(
+            "tokenizer.loss.lpips_weights: `hub` is not available (workloads.vavae.LPIPS never "
+            "downloads); pass the path of a local vgg.pth, or random_init for tests"
+        )
+    return loss.lpips_weights
+
+
+def check_tokenizer_training(cfg: ExperimentConfig) -> None:
+    """Refuse tokenizer settings the VA-VAE model cannot honour (rather than ignore them)."""
+    if cfg.tokenizer.training.activation_checkpointing:
+        raise ValueError(
+            "tokenizer.training.activation_checkpointing: the VA-VAE model has no checkpointed "
+            "blocks; set it to false"
+        )
+
+
+def use_gpu(setting: str) -> bool:
+    """`auto`: GPUs when the cluster has them. Never asks for GPUs the cluster lacks: a Train
+    run waiting for unsatisfiable resources retries forever instead of failing."""
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    if setting == "yes" and not has_gpus:
+        raise RuntimeError("resources.use_gpu is `yes` but the Ray cluster has no GPUs")
+    return has_gpus and setting != "no"

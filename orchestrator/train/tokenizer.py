@@ -1,0 +1,222 @@
+"""The VA-VAE workload: the trainable wrapper (autoencoder + projection + discriminator) in one
+DeepSpeed engine with two Adam param groups; LPIPS and the foundation model outside it.
+
+One engine, one backward: `VAVAEObjective` makes the generator's and the discriminator's
+gradients disjoint (the generator's adversarial term sees D's parameters frozen, the
+discriminator loss sees detached reconstructions), so back-propagating their sum fills each
+param group with exactly the gradient its own backward would have, and one Adam step with two
+groups (per-parameter state, same hyperparameters) equals the reference's autoencoder step
+followed by its discriminator step: neither update reads anything the other one wrote.
+
+The adaptive weights (GAN and VF) differentiate with `torch.autograd.grad` on
+`decoder.conv_out.weight` / `encoder.conv_out.weight`: four extra backward passes per step.
+DeepSpeed tolerates neither kind of extra pass: it hooks the engine's outputs so that every
+backward through them runs its gradient-reduction epilogue, and ZeRO-3 re-gathers a
+submodule's parameters for exactly one backward per forward. So the whole objective runs inside
+the engine's forward (`VAVAETrainingStep`): the extra passes happen before DeepSpeed hooks
+the outputs, and under ZeRO-3 the step module is a "leaf" whose parameters DeepSpeed gathers
+whole, once for the forward and once for the backward, instead of submodule by submodule.
+Between steps the parameters stay partitioned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from orchestrator.config import ExperimentConfig
+from orchestrator.config.schema import VFLossConfig
+from orchestrator.train.guard import SkippableAdam
+from orchestrator.train.plan import StagePlan
+from orchestrator.train.state import Extra
+from orchestrator.train.workload import ModelBundle, load_full_weights
+from workloads.foundation import FoundationModel, build_foundation
+from workloads.standin import TIMM_NAME as STANDIN_TIMM_NAME
+from workloads.standin import load_standin_spec, standin_timm_kwargs
+from workloads.vavae import LPIPS, VAVAE, VAVAEObjective
+
+RANDOM_INIT = "random_init"
+# Key prefix of the VAVAE inside the step module (checkpoints and consolidated weights).
+VAVAE_PREFIX = "vavae."
+
+
+def build_lpips(weights: str | None) -> LPIPS | None:
+    """The frozen LPIPS network from resolved weights (`inputs.lpips_weights`); None = off."""
+    return None if weights is None else LPIPS(weights=weights)
+
+
+def build_foundation_model(
+    vf: VFLossConfig, resolution: int, grid: int, weights: str
+) -> FoundationModel | None:
+    """The frozen VF-loss target network; `weights` is already resolved (no `auto`)."""
+    if not vf.enabled:
+        return None
+    if vf.foundation != "standin":
+        return build_foundation(vf.foundation, weights=weights, input_norm=vf.input_norm)
+    if weights == RANDOM_INIT:
+        timm_name = STANDIN_TIMM_NAME
+        timm_kwargs = standin_timm_kwargs(image_size=resolution, patch_size=resolution // grid)
+    else:
+        timm_name, timm_kwargs = load_standin_spec(Path(weights))
+    return FoundationModel(
+        timm_name, weights=weights, timm_kwargs=timm_kwargs, input_norm=vf.input_norm
+    )
+
+
+class VAVAETrainingStep(nn.Module):
+    """The trainable VAVAE + the stage's objective: `(images, step, rng) -> (loss, terms)`.
+
+    The objective (holding the frozen LPIPS and foundation model) is a plain attribute, not a
+    submodule, so DeepSpeed never partitions or trains the frozen networks.
+    """
+
+    def __init__(self, vavae: VAVAE):
+        super().__init__()
+        self.vavae = vavae
+        self.objective: VAVAEObjective | None = None
+
+    def forward(
+        self, images: torch.Tensor, step: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # The single-backward form: generator total + discriminator loss, disjoint gradients.
+        return self.objective(self.vavae, images, step, generator)
+
+
+class TokenizerWorkload:
+    name = "tokenizer"
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        stages: tuple[StagePlan, ...],
+        inputs: dict,
+        device: torch.device,
+    ):
+        self.cfg = cfg
+        self.stages = stages
+        self.device = device
+        tok = cfg.tokenizer
+        grid = cfg.dataset.resolution // tok.arch.downsample_factor
+        self.lpips = build_lpips(inputs.get("lpips_weights"))
+        self.foundation = build_foundation_model(
+            tok.vf, cfg.dataset.resolution, grid, inputs.get("foundation_weights", RANDOM_INIT)
+        )
+        # The posterior sample z = mean + std * eps draws from this stream.
+        self.posterior_rng = torch.Generator(device=device)
+        self.generators = {"posterior": self.posterior_rng}
+        self._objectives = [self._objective(stage) for stage in stages]
+
+    # ------------------------------------------------------------------ model and objective
+    def new_vavae(self) -> VAVAE:
+        arch = self.cfg.tokenizer.arch
+        loss = self.cfg.tokenizer.loss
+        return VAVAE(
+            vf_feature_dim=None if self.foundation is None else self.foundation.embed_dim,
+            disc_ndf=loss.disc_ndf,
+            disc_layers=loss.disc_num_layers,
+            embed_dim=arch.embed_dim,
+            ch=arch.ch,
+            ch_mult=arch.ch_mult,
+            num_res_blocks=arch.num_res_blocks,
+            attn_resolutions=arch.attn_resolutions,
+            resolution=self.cfg.dataset.resolution,
+            in_channels=arch.in_channels,
+            out_ch=arch.out_ch,
+            z_channels=arch.z_channels,
+            double_z=arch.double_z,
+            dropout=arch.dropout,
+        )
+
+    def build(self, stage_index: int, weights: dict[str, torch.Tensor] | None) -> ModelBundle:
+        step_module = VAVAETrainingStep(self.new_vavae())
+        if weights is not None:
+            # Each stage starts from the previous stage's weights (the reference's init_weight).
+            load_full_weights(step_module, weights)
+        step_module.objective = self._objectives[stage_index]
+        step_module.to(self.device)
+        vavae = step_module.vavae
+        opt = self.cfg.tokenizer.optimizer
+        optimizer = SkippableAdam(
+            [
+                {"params": list(vavae.generator_parameters()), "name": "generator"},
+                {"params": list(vavae.discriminator_parameters()), "name": "discriminator"},
+            ],
+            lr=opt.lr,
+            betas=opt.betas,
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+        )
+        return ModelBundle(step_module, optimizer, zero3_leaf=True)
+
+    def _objective(self, stage: StagePlan) -> VAVAEObjective:
+        tok = self.cfg.tokenizer
+        vf = dataclasses.replace(
+            tok.vf, **{k: v for k, v in stage.overrides.items() if hasattr(tok.vf, k)}
+        )
+        return VAVAEObjective(
+            self.lpips,
+            self.foundation,
+            use_vf=vf.enabled,
+            vf_weight=vf.vf_weight,
+            cos_margin=vf.cos_margin,
+            distmat_margin=vf.distmat_margin,
+            cos_weight=vf.cos_weight,
+            distmat_weight=vf.distmat_weight,
+            kl_weight=tok.loss.kl_weight,
+            perceptual_weight=tok.loss.perceptual_weight,
+            disc_weight=tok.loss.disc_weight,
+            # Counted from the start of each stage: every reference stage is a fresh run.
+            disc_start=stage.overrides.get("disc_start", tok.loss.disc_start),
+        ).to(self.device)
+
+    def start(self, engine) -> None:
+        """Nothing to set up: the objective is attached at build."""
+
+    def loss(
+        self,
+        engine,
+        batch: dict[str, np.ndarray],
+        stage_index: int,
+        stage_step: int,
+        global_step: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images = torch.from_numpy(batch["image"]).to(self.device)
+        if self.cfg.tokenizer.training.zero_stage == 3:
+            # ZeRO-3 reduces a leaf module's gradients in its full backward hook, which PyTorch
+            # fires once the gradient w.r.t. the module's inputs exists, or, when no input
+            # needs one, before the backward even starts. An input that needs a gradient makes
+            # the hook wait until every parameter gradient of the step has been accumulated.
+            images.requires_grad_(True)
+        return engine(images, stage_step, self.posterior_rng)
+
+    def after_update(self, engine) -> None:
+        """No EMA for the tokenizer (the reference has none)."""
+
+    # ------------------------------------------------------------------ checkpoint and export
+    def extras(self) -> dict[str, Extra]:
+        return {}
+
+    def load_extras(self, directory: Path) -> None:
+        """Nothing outside the engine to restore."""
+
+    def export(
+        self, weights: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+        vavae = self.new_vavae()
+        load_full_weights(vavae, {k.removeprefix(VAVAE_PREFIX): v for k, v in weights.items()})
+        files = {
+            # Exactly the AutoencoderKL inference keys: what the latent cache and evaluation load.
+            "model": vavae.export_inference_state_dict(),
+            # The whole trainable wrapper (projection, discriminator, logvar) for fine-tuning.
+            "training_model": vavae.state_dict(),
+        }
+        summary = {
+            "autoencoder_config": dict(vavae.config),
+            "vf_feature_dim": None if self.foundation is None else self.foundation.embed_dim,
+            "stages": [dataclasses.asdict(stage) for stage in self.stages],
+        }
+        return files, summary

@@ -1,0 +1,126 @@
+"""The main job end to end: a micro sweep against a real `mlflow server`, then an interrupted one.
+
+Each sweep runs the CLI in a subprocess (its own local Ray, as a user's shell would), with the
+storage under tmp; assertions go through `MlflowClient` and the files the sweep wrote.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+SPACE = """\
+name: {name}
+preset: micro
+search:
+  grid:
+    tokenizer.vf.foundation: [none, standin]
+"""
+
+
+def write_space(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SPACE.format(name=name))
+    return path
+
+
+def frontier_command(space: Path, storage: Path, tracking_uri: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "orchestrator.frontier",
+        "--space",
+        str(space),
+        "--storage",
+        str(storage),
+        "--tracking-uri",
+        tracking_uri,
+        *extra,
+    ]
+
+
+def run_frontier(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def sweep_runs(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment}"
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("ldm.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    return parents, children
+
+
+def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_server):
+    storage = tmp_path / "store"
+    result = run_frontier(frontier_command(write_space(tmp_path, "micro_a"), storage, mlflow_server.uri))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "frontier chart:" in result.stdout and "mlflow ui" in result.stdout
+
+    client = MlflowClient(mlflow_server.uri)
+    parents, children = sweep_runs(client, "micro_a")
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.data.params["tokenizer.vf.foundation"] for c in children} == {"none", "standin"}
+    for child in children:
+        assert child.data.params["tokenizer.arch.embed_dim"] == "4"
+        for metric in ("tokenizer/nll", "generator/loss"):
+            history = client.get_metric_history(child.info.run_id, metric)
+            steps = [m.step for m in history]
+            assert len(steps) >= 2 and steps == sorted(steps), (metric, steps)
+        for metric in ("psnr", "rfd_proxy", "fd_proxy", "class_consistency"):
+            assert metric in child.data.metrics, metric
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "generator")}
+        assert "generator/samples.png" in artifacts
+
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"frontier.png", "frontier.csv", "frontier.md"} <= parent_artifacts
+    csv = (storage / "sweeps" / "micro_a" / "frontier.csv").read_text().splitlines()
+    assert len(csv) == 3 and "on_front" in csv[0]
+
+
+def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_server):
+    storage = tmp_path / "store"
+    cmd = frontier_command(
+        write_space(tmp_path, "micro_b"),
+        storage,
+        mlflow_server.uri,
+        "--set",
+        "resources.max_concurrent_trials=1",
+    )
+    first = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done_dir = storage / "generator_eval"
+    deadline = time.monotonic() + 900
+    # Interrupt (Ctrl+C) as soon as the first point has finished all its stages.
+    while time.monotonic() < deadline and first.poll() is None:
+        if len(list(done_dir.glob("*/DONE.json"))) >= 1:
+            first.send_signal(signal.SIGINT)
+            break
+        time.sleep(1.0)
+    try:
+        first.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        first.kill()
+        first.wait()
+        pytest.fail("the interrupted sweep did not stop after SIGINT")
+    finished_before = len(list(done_dir.glob("*/DONE.json")))
+    assert finished_before >= 1
+
+    second = run_frontier(cmd)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    assert len(list(done_dir.glob("*/DONE.json"))) == 2
+
+    parents, children = sweep_runs(MlflowClient(mlflow_server.uri), "micro_b")
+    assert len(parents) == 1
+    assert len(children) == 2
+    assert sorted(c.data.params["tokenizer.vf.foundation"] for c in children) == ["none", "standin"]
