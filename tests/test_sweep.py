@@ -62,7 +62,9 @@ def sweep_runs(client: MlflowClient, experiment: str):
 
 def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_server):
     storage = tmp_path / "store"
-    result = run_frontier(frontier_command(write_space(tmp_path, "micro_a"), storage, mlflow_server.uri))
+    result = run_frontier(
+        frontier_command(write_space(tmp_path, "micro_a"), storage, mlflow_server.uri)
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "frontier chart:" in result.stdout and "mlflow ui" in result.stdout
 
@@ -98,7 +100,9 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_serve
         "--set",
         "resources.max_concurrent_trials=1",
     )
-    first = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     done_dir = storage / "generator_eval"
     deadline = time.monotonic() + 900
     # Interrupt (Ctrl+C) as soon as the first point has finished all its stages.
