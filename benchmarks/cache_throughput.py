@@ -39,10 +39,11 @@ from orchestrator.data import (
     latent_dataset,
     tokenizer_identity,
 )
-from orchestrator.data.cache import autoencoder_kwargs, shard_descriptors, shard_encoder_kwargs
+from orchestrator.data.cache import shard_descriptors, shard_encoder_kwargs
 from orchestrator.data.encoder import ShardEncoder
 from orchestrator.data.parquet_io import read_table
 from orchestrator.data.shards import plan_shards
+from orchestrator.models import autoencoder_kwargs
 from orchestrator.storage import Storage
 from workloads.vavae import AutoencoderKL
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from orchestrator.config import PRESETS, resolve, to_dict
-from orchestrator.generate import generator_kwargs, tokenizer_kwargs
+from orchestrator.models import autoencoder_kwargs, generator_kwargs
 from workloads.datasets.embedded import CLASSES, EmbeddedDatasetSpec, render_image
 from workloads.dit import LatentStats, LightningDiT_models
 from workloads.generation import class_labels, decode_to_uint8, initial_noise
@@ -108,7 +108,7 @@ def generation_throughput(
     kwargs = generator_kwargs(cfg)
     torch.manual_seed(0)
     dit = LightningDiT_models[cfg.generator.model.name](**kwargs).eval().to(device)
-    tokenizer = AutoencoderKL(**tokenizer_kwargs(cfg)).eval().to(device)
+    tokenizer = AutoencoderKL(**autoencoder_kwargs(cfg)).eval().to(device)
     channels, grid = kwargs["in_channels"], kwargs["input_size"]
     stats = LatentStats(torch.zeros(channels), torch.ones(channels))
 

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from orchestrator.storage import Storage
 
 DONE = "DONE.json"
+# A training run's world-size-independent export, what later stages consume.
+EXPORT_DIR = "export"
+MODEL_WEIGHTS = "model.safetensors"
+EMA_WEIGHTS = "ema.safetensors"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,16 @@ class Artifacts:
     @staticmethod
     def generator_eval(key: str) -> str:
         return f"generator_eval/{key}"
+
+    @staticmethod
+    def tokenizer_weights(key: str) -> str:
+        """The tokenizer's exported `AutoencoderKL` inference weights."""
+        return f"tokenizers/{key}/{EXPORT_DIR}/{MODEL_WEIGHTS}"
+
+    @staticmethod
+    def generator_ema_weights(key: str) -> str:
+        """The generator's exported EMA weights (what sampling uses, as the reference)."""
+        return f"generators/{key}/{EXPORT_DIR}/{EMA_WEIGHTS}"
 
     @staticmethod
     def sweep(name: str) -> str:

@@ -76,7 +76,10 @@ class ReconstructionScorer:
         load_autoencoder_weights(self.tokenizer, ray.get(plan["weights"]))
         self.tokenizer.to(self.device).eval()
         self.features = EvaluatorSpec(**plan["evaluator"]).build()
-        self.lpips = LPIPS(plan["lpips"]).to(self.device) if plan["lpips"] else None
+        self.lpips = None
+        if plan["lpips"]:
+            weights, backbone = plan["lpips"]
+            self.lpips = LPIPS(weights, backbone_weights=backbone).to(self.device)
         self.foundation = build_fd_foundation(plan["foundation"], self.device)
         self.grid = plan["grid"]
         self.seed = plan["seed"]
@@ -221,7 +224,7 @@ def evaluate_tokenizer(
             "reconstruction": "posterior.sample() with per-image seeds",
             "evaluator": evaluator.identity,
             "tokenizer_sha256": sha,
-            "lpips": plan["lpips"] or "none",
+            "lpips": plan["lpips"][0] if plan["lpips"] else "none",
             "seed": ev.seed,
         },
         "grid": reconstruction_grid(cfg, storage, rel, ingested, tensors),
@@ -231,10 +234,14 @@ def evaluate_tokenizer(
     return summary
 
 
-def lpips_weights(cfg: ExperimentConfig) -> str | None:
+def lpips_weights(cfg: ExperimentConfig) -> list[str | None] | None:
     """LPIPS is a metric only with real weights; `none` and `random_init` are not reported."""
-    weights = cfg.tokenizer.loss.lpips_weights
-    return None if weights in ("none", "random_init") else weights
+    from orchestrator.weights import lpips_files
+
+    loss = cfg.tokenizer.loss
+    if loss.lpips_weights in ("none", "random_init"):
+        return None
+    return list(lpips_files(loss.lpips_weights, loss.lpips_backbone_weights))
 
 
 def reconstruction_grid(cfg, storage: Storage, rel: str, ingested, tensors) -> str:

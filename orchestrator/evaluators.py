@@ -18,6 +18,7 @@ import torch
 from orchestrator.artifacts import Artifacts
 from orchestrator.config import ExperimentConfig
 from orchestrator.storage import Storage
+from orchestrator.weights import inception_file
 
 INCEPTION = "inception"
 PROXY = "proxy"
@@ -87,7 +88,7 @@ def prepare_evaluator(
 
         from workloads.metrics.inception import EVALUATOR_NAME
 
-        path = inception_weights_path(cfg.evaluation.inception_weights)
+        path = inception_file(cfg.evaluation.inception_weights)
         identity = {
             "name": EVALUATOR_NAME,
             "version": torch_fidelity.__version__,
@@ -98,20 +99,7 @@ def prepare_evaluator(
 
     # The proxy reads the PNG tree directly and trains in-process: local (or NFS) storage only.
     cache = storage.local_path(Artifacts.proxy_evaluator(dataset_key))
-    evaluator = load_or_train_proxy(Path(dataset_root), cache, dataset_key)
-    directory = proxy_cache_dir(cache, dataset_key)
+    resolution = cfg.dataset.resolution
+    evaluator = load_or_train_proxy(Path(dataset_root), cache, dataset_key, resolution=resolution)
+    directory = proxy_cache_dir(cache, dataset_key, resolution=resolution)
     return EvaluatorSpec(PROXY, str(directory), dataclasses.asdict(evaluator.identity))
-
-
-def inception_weights_path(configured: str) -> Path:
-    """A local file as is; `hub` downloads torch-fidelity's TF-ported weights once (online only)."""
-    if configured != "hub":
-        return Path(configured).expanduser()
-    from torch.hub import download_url_to_file, get_dir
-    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-
-    target = Path(get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        download_url_to_file(URL_INCEPTION_V3, str(target))
-    return target

@@ -21,22 +21,19 @@ reserves what the cluster has (one GPU per actor, or CPU actors).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.fs as pafs
 import ray
 import torch
 from PIL import Image
-from safetensors.torch import load as load_safetensors
 
 from orchestrator.config import ExperimentConfig, resolve, to_dict
+from orchestrator.models import autoencoder_kwargs, generator_kwargs, read_weights
 from orchestrator.storage import Storage
 from workloads.dit import LatentStats, LightningDiT_models, load_lightningdit_checkpoint
 from workloads.generation import RNG_SCHEME, class_labels, generate_chunk
@@ -81,41 +78,6 @@ class SampleManifest:
         return cls(**data)
 
 
-def generator_kwargs(cfg: ExperimentConfig) -> dict:
-    """LightningDiT constructor keywords (beyond the registry size) of a resolved config."""
-    model = cfg.generator.model
-    if cfg.dataset.num_classes is None:
-        raise ValueError("dataset.num_classes must be known (set it, or resolve from the ingest)")
-    return {
-        "input_size": model.input_size,
-        "in_channels": model.in_channels,
-        "num_classes": cfg.dataset.num_classes,
-        "class_dropout_prob": model.class_dropout_prob,
-        "learn_sigma": model.learn_sigma,
-        "use_qknorm": model.use_qknorm,
-        "use_swiglu": model.use_swiglu,
-        "use_rope": model.use_rope,
-        "use_rmsnorm": model.use_rmsnorm,
-        "wo_shift": model.wo_shift,
-    }
-
-
-def tokenizer_kwargs(cfg: ExperimentConfig) -> dict:
-    """AutoencoderKL constructor keywords; attention placement depends on the image resolution."""
-    return {**to_dict(cfg.tokenizer.arch), "resolution": cfg.dataset.resolution}
-
-
-def _read_weights(path: str) -> tuple[dict[str, torch.Tensor], str]:
-    """(tensors, sha256) of a safetensors file, a local path or a pyarrow-readable URI."""
-    if "://" in path:
-        filesystem, location = pafs.FileSystem.from_uri(path)
-    else:
-        filesystem, location = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
-    with filesystem.open_input_stream(location) as stream:
-        data = stream.read()
-    return load_safetensors(data), hashlib.sha256(data).hexdigest()
-
-
 def _plan(
     cfg: ExperimentConfig,
     num_samples: int,
@@ -141,7 +103,7 @@ def _plan(
             "kwargs": generator_kwargs(cfg),
             "sha256": generator_sha256,
         },
-        "tokenizer": {"arch": tokenizer_kwargs(cfg), "sha256": tokenizer_sha256},
+        "tokenizer": {"arch": autoencoder_kwargs(cfg), "sha256": tokenizer_sha256},
     }
 
 
@@ -190,8 +152,8 @@ def generate_samples(
     count = cfg.evaluation.num_samples if num_samples is None else num_samples
     if count < 1:
         raise ValueError(f"num_samples must be positive, got {count}")
-    generator_tensors, generator_sha = _read_weights(generator_weights)
-    tokenizer_tensors, tokenizer_sha = _read_weights(tokenizer_weights)
+    generator_tensors, generator_sha = read_weights(generator_weights)
+    tokenizer_tensors, tokenizer_sha = read_weights(tokenizer_weights)
     plan = _plan(cfg, count, latent_stats, generator_sha, tokenizer_sha)
     if storage.exists(out_rel, MANIFEST):
         _check_same_plan(storage, out_rel, plan)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator import progress
+from orchestrator.artifacts import Artifacts
 from orchestrator.config import (
     ExperimentConfig,
-    StageKeys,
     dump_yaml,
     point_label,
     stage_keys,
@@ -31,10 +32,6 @@ from orchestrator.storage import Storage
 from orchestrator.tracking import RunLogger, RunRef
 
 log = logging.getLogger("ldm_frontier.pipeline")
-
-# Names of the exported weight files (see orchestrator/train/state.py `write_export`).
-TOKENIZER_WEIGHTS = "model.safetensors"
-GENERATOR_EMA_WEIGHTS = "ema.safetensors"
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,6 @@ def log_json(logger: RunLogger, obj: object, name: str, artifact_path: str) -> N
 
 def run_point(
     cfg: ExperimentConfig,
-    keys: StageKeys,
     storage: Storage,
     *,
     run_ref: RunRef | None = None,
@@ -127,11 +123,13 @@ def run_point(
     logger.log_params(
         {**flat_params(to_dict(cfg)), **{f"sweep.{k}": v for k, v in (overrides or {}).items()}}
     )
-    logger.set_tags({f"ldm.key.{stage}": key for stage, key in keys.as_dict().items()})
     log_json(logger, dump_yaml(cfg), "resolved_config.yaml", "config")
     ref = run_ref.to_dict() if run_ref else None
 
+    clock = StageClock()
+
     def stage(title: str) -> None:
+        clock.start(title)
         progress.post(name, state="running", stage=title, step=None, total=None)
         log.info("%s: %s", name, title)
 
@@ -140,13 +138,14 @@ def run_point(
         shared = prepare_shared(cfg, storage)
         cfg = with_dataset_classes(cfg, shared.ingested)
         keys = stage_keys(cfg)
+        logger.set_tags({f"ldm.key.{part}": key for part, key in keys.as_dict().items()})
 
         stage("tokenizer")
         with stage_lock(keys.tokenizer):
-            tokenizer = train_tokenizer(
-                cfg, storage, shared.ingested, run_ref=ref, callbacks=callbacks
+            train_tokenizer(
+                cfg, storage, shared.ingested, run_ref=ref, callbacks=callbacks, progress=name
             )
-        tokenizer_weights = f"{tokenizer.export_dir}/{TOKENIZER_WEIGHTS}"
+        tokenizer_weights = storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
 
         stage("tokenizer eval")
         with stage_lock(keys.tokenizer_eval):
@@ -166,7 +165,7 @@ def run_point(
 
         stage("generator")
         with stage_lock(keys.generator):
-            generator = train_generator(cfg, storage, manifest, run_ref=ref, callbacks=callbacks)
+            train_generator(cfg, storage, manifest, run_ref=ref, callbacks=callbacks, progress=name)
 
         stage("generator eval")
         with stage_lock(keys.generator_eval):
@@ -174,7 +173,7 @@ def run_point(
                 cfg,
                 storage,
                 shared.ingested,
-                generator_weights=f"{generator.export_dir}/{GENERATOR_EMA_WEIGHTS}",
+                generator_weights=storage.uri_for(Artifacts.generator_ema_weights(keys.generator)),
                 tokenizer_weights=tokenizer_weights,
                 latent_stats=manifest.latent_stats(cfg.generator.latent_multiplier).to_dict(),
                 evaluator=shared.evaluator,
@@ -188,5 +187,27 @@ def run_point(
     except BaseException:
         progress.post(name, state="failed")
         raise
+    timings = clock.stop()
+    logger.log_metrics(timings)
+    log.info("%s: stage seconds %s", name, timings)
     progress.post(name, state="done", stage="done")
-    return {**recon["metrics"], **gen["metrics"]}
+    return {**recon["metrics"], **gen["metrics"], **timings}
+
+
+class StageClock:
+    """Wall seconds per stage (`time/<stage>_s`): where a point's time went, stage by stage."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def start(self, title: str) -> None:
+        self.stop()
+        self._current = (title, time.perf_counter())
+
+    def stop(self) -> dict[str, float]:
+        if self._current is not None:
+            title, began = self._current
+            self.seconds[f"time/{title.replace(' ', '_')}_s"] = time.perf_counter() - began
+            self._current = None
+        return dict(self.seconds)

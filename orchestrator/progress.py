@@ -78,10 +78,12 @@ def _duration(seconds: float) -> str:
 
 @dataclass
 class LiveView:
-    """Polls the board from a daemon thread and prints changes (at most every `interval` s)."""
+    """Polls the board from a daemon thread and prints the view: at once when a trial changes
+    state or stage, at most every `step_interval` seconds for step progress alone."""
 
     board: object
     interval: float = 5.0
+    step_interval: float = 30.0
     stream: object = sys.stdout
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -98,13 +100,14 @@ class LiveView:
             self._thread.join(timeout=self.interval + 5)
 
     def _run(self) -> None:
-        last = (-1, "")
+        last_shape, last_print = None, 0.0
         while not self._stop.wait(self.interval):
             try:
-                version, total, entries = ray.get(self.board.snapshot.remote(), timeout=10)
+                _, total, entries = ray.get(self.board.snapshot.remote(), timeout=10)
             except Exception:  # noqa: BLE001 - the view is cosmetic; a hiccup must not kill it
                 continue
-            text = format_view(total, entries, self.started, time.time())
-            if version != last[0] and text != last[1]:
-                print(text, file=self.stream, flush=True)
-                last = (version, text)
+            shape = sorted((p, e.get("state"), e.get("stage")) for p, e in entries.items())
+            now = time.time()
+            if shape != last_shape or now - last_print >= self.step_interval:
+                print(format_view(total, entries, self.started, now), file=self.stream, flush=True)
+                last_shape, last_print = shape, now

@@ -9,8 +9,10 @@ rerun skips what is finished. Train V2 runs inside a trial through its own `Torc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +127,6 @@ def run_trial(trial_config: dict) -> None:
     with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics):
         metrics = pipeline.run_point(
             cfg,
-            keys,
             Storage.from_uri(ctx.storage_uri),
             run_ref=ref,
             overrides=overrides,
@@ -164,6 +165,29 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     )
 
 
+@contextlib.contextmanager
+def console_to(log_file: Path):
+    """Send the process's stdout and stderr (fds 1 and 2: raylet warnings, Ray Data and Tune
+    chatter, worker tracebacks) to the log file while the sweep runs; yields a stream to the
+    real terminal for the live view."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with open(log_file, "ab") as sink:
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
+    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    try:
+        yield terminal
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        terminal.close()
+
+
 def configure_logging(log_file: Path) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_file)
@@ -181,12 +205,11 @@ def configure_logging(log_file: Path) -> None:
 def run_sweep(
     sweep: SweepConfig, points: list[SweepPoint], cli_overrides: dict, *, resume: bool = True
 ) -> int:
+    """Run every point of `sweep` (resuming a previous run of the same name), then chart the
+    frontier; returns the process exit status (1 when a trial failed)."""
     from mlflow import MlflowClient
 
-    from orchestrator import pipeline
     from orchestrator.frontier_report import write_frontier
-    from orchestrator.locks import create_lock_table
-    from orchestrator.progress import LiveView, create_board
 
     base = build_config(sweep, {}, cli_overrides)
     storage = Storage.from_uri(base.storage)
@@ -208,30 +231,38 @@ def run_sweep(
     ctx = SweepContext(
         to_dict(sweep), cli_overrides, storage.uri, tracking_uri, experiment_id, parent_id
     )
+    with console_to(log_file) as terminal:
+        grid = run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal)
+    summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
+    print(summary.table, flush=True)
+    print(f"\nfrontier chart: {summary.chart}\nfrontier table: {summary.csv}", flush=True)
+    for result in grid:
+        if result.error is not None:
+            print(f"failed trial: {result.path} ({type(result.error).__name__})", flush=True)
+    minutes = (time.time() - started) / 60
+    print(f"wall time: {minutes:.1f} min; {grid.num_errors} failed trial(s)", flush=True)
+    if tracking_uri.startswith("http"):
+        print(f"MLflow: open {tracking_uri} (experiment `{experiment}`)", flush=True)
+    else:
+        print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri}  (experiment `{experiment}`)")
+    return 1 if grid.num_errors else 0
 
+
+def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
+    """Shared inputs first (built once, before trials race for them), then the Tune run."""
+    from orchestrator import pipeline
+    from orchestrator.locks import create_lock_table
+    from orchestrator.progress import LiveView, create_board
+
+    # Tune's new console output prints banners even at verbose=0; the legacy one is silent.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     init_ray()
     create_lock_table()
     board = create_board(len(points) or sweep.search.optuna.num_samples)
-    # Shared inputs (ingested dataset, stand-in foundation model, evaluator network) are built
-    # once here, before trials race for them.
-    for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
-        pipeline.prepare_shared(cfg, storage)
-
-    tuner = make_tuner(sweep, points, ctx, base, storage, run_name, resume)
-    with LiveView(board):
-        grid = tuner.fit()
-    failed = grid.num_errors
-    summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
-    elapsed = time.time() - started
-    print(summary.table, flush=True)
-    print(f"\nfrontier chart: {summary.chart}", flush=True)
-    print(f"frontier table: {summary.csv}", flush=True)
-    print(f"wall time: {elapsed / 60:.1f} min; {failed} failed trial(s)", flush=True)
-    print(
-        f"MLflow: mlflow ui --backend-store-uri {tracking_uri}  (experiment `{experiment}`)",
-        flush=True,
-    )
-    return 1 if failed else 0
+    with LiveView(board, stream=terminal):
+        for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
+            pipeline.prepare_shared(cfg, storage)
+        return make_tuner(sweep, points, ctx, base, storage, run_name, resume).fit()
 
 
 def make_tuner(sweep, points, ctx, base, storage, run_name, resume):

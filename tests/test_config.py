@@ -176,7 +176,7 @@ def test_cli_set_overrides_apply_and_are_checked():
 def test_grid_incompatible_with_resolution_is_rejected():
     sweep = load_space("smoke")
     with pytest.raises(ConfigError, match="not divisible"):
-        build_config(sweep, {"dataset.resolution": 30})
+        build_config(sweep, {"dataset.resolution": 15})
 
 
 def test_workloads_never_import_ray():

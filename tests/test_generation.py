@@ -21,11 +21,10 @@ from orchestrator.generate import (
     PLAN,
     chunk_name,
     generate_samples,
-    generator_kwargs,
     load_samples,
     sample_grid,
-    tokenizer_kwargs,
 )
+from orchestrator.models import autoencoder_kwargs, generator_kwargs
 from orchestrator.storage import Storage
 from workloads.dit import LatentStats, LightningDiT_models
 from workloads.generation import class_labels, decode_to_uint8, initial_noise
@@ -142,7 +141,7 @@ def setup(tmp_path_factory):
         # The DiT init zeroes the adaLN and output layers (velocity 0): make it do something.
         for param in dit.parameters():
             param.add_(0.05 * torch.randn_like(param))
-    tokenizer = AutoencoderKL(**tokenizer_kwargs(cfg))
+    tokenizer = AutoencoderKL(**autoencoder_kwargs(cfg))
     paths = {"generator": str(root / "ema.safetensors"), "tokenizer": str(root / "vae.safetensors")}
     for model, key in ((dit, "generator"), (tokenizer, "tokenizer")):
         save_file({k: v.contiguous().clone() for k, v in model.state_dict().items()}, paths[key])

@@ -105,7 +105,7 @@ def train_standin_vit(
             TIMM_NAME, pretrained=False, num_classes=num_classes, **timm_kwargs
         )
 
-    model, sidecar = train_on_image_folder(build, Path(dataset_root), fit)
+    model, sidecar = train_on_image_folder(build, Path(dataset_root), fit, image_size)
     sidecar.update(
         timm_name=TIMM_NAME,
         timm_kwargs=timm_kwargs,

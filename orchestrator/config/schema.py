@@ -107,6 +107,9 @@ class TokenizerLossConfig:
     kl_weight: float = 1e-6
     perceptual_weight: float = 1.0
     lpips_weights: str = "hub"
+    # torchvision VGG16 weights, when `lpips_weights` holds only LPIPS's linear layers (the
+    # `vgg.pth` of taming-transformers / LPIPS v0.1); `hub` downloads both.
+    lpips_backbone_weights: str | None = None
     disc_weight: float = 0.5
     # Counted in real iterations. The reference's 5001 counts Lightning optimizer steps, two per
     # iteration under manual optimization, so it switches the GAN on at iteration 2501.

@@ -64,7 +64,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_grids(cfg)
     _check_generator(cfg)
     _check_sampler(cfg.sampler, "sampler")
-    _check_evaluation(cfg.evaluation, cfg.dataset.source)
+    _check_evaluation(cfg.evaluation)
     _check_resources(cfg)
 
 
@@ -211,6 +211,7 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
         "tokenizer.loss.lpips_weights",
         allowed=frozenset({"hub", "random_init", "none"}),
     )
+    _check_file(loss.lpips_backbone_weights, "tokenizer.loss.lpips_backbone_weights")
     if loss.lpips_weights == "none" and loss.perceptual_weight > 0:
         raise ConfigError(
             "tokenizer.loss.lpips_weights",
@@ -319,18 +320,12 @@ def _check_sampler(s: SamplerConfig, path: str) -> None:
     _positive(s.rtol, f"{path}.rtol")
 
 
-def _check_evaluation(e: EvaluationConfig, source: str) -> None:
+def _check_evaluation(e: EvaluationConfig) -> None:
     for key in ("num_samples", "batch_size", "tokenizer_num_images", "intermediate_samples"):
         _positive(getattr(e, key), f"evaluation.{key}")
     _positive(e.uniformity_samples, "evaluation.uniformity_samples", allow_zero=True)
     _positive(e.intermediate_every, "evaluation.intermediate_every", allow_zero=True)
     _positive(e.num_workers, "evaluation.num_workers")
-    if e.inception_weights is None and source != "embedded":
-        raise ConfigError(
-            "evaluation.inception_weights",
-            "null (the FD-proxy evaluator) exists only for the embedded dataset; give the "
-            "Inception weights file, or `hub` to download it",
-        )
     if e.inception_weights != "hub":
         _check_file(e.inception_weights, "evaluation.inception_weights")
     _check_file(e.reference_stats, "evaluation.reference_stats")

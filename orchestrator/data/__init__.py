@@ -16,7 +16,12 @@ from orchestrator.data.manifest import (
     load_manifest,
     tokenizer_identity,
 )
-from orchestrator.data.reader import EpochFileShuffle, latent_dataset, latent_ingest_options
+from orchestrator.data.reader import (
+    EpochFileShuffle,
+    latent_dataset,
+    latent_ingest_options,
+    passes_per_execution,
+)
 from orchestrator.data.sampler import LatentBatchSampler
 
 __all__ = [
@@ -33,5 +38,6 @@ __all__ = [
     "latent_dataset",
     "latent_ingest_options",
     "load_manifest",
+    "passes_per_execution",
     "tokenizer_identity",
 ]

@@ -24,7 +24,7 @@ import ray
 from safetensors.torch import load_file
 
 from orchestrator.artifacts import Artifacts
-from orchestrator.config import ExperimentConfig, latent_grid, stage_keys, to_dict
+from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
 from orchestrator.data.encoder import RayShardEncoder
 from orchestrator.data.ingest import IngestResult
 from orchestrator.data.manifest import (
@@ -46,6 +46,7 @@ from orchestrator.data.shards import (
     remove_temporaries,
     shard_file_name,
 )
+from orchestrator.models import autoencoder_kwargs
 from orchestrator.storage import Storage
 
 log = logging.getLogger("ldm_frontier.data")
@@ -164,15 +165,6 @@ def shard_encoder_kwargs(
         "batch_size": cfg.cache.batch_size,
         "stats_seed": cfg.seed,
     }
-
-
-def autoencoder_kwargs(cfg: ExperimentConfig) -> dict:
-    """`AutoencoderKL` constructor arguments of the configured tokenizer.
-
-    `resolution` is not in the arch config but places the attention blocks (at the *nominal*
-    resolutions of `attn_resolutions`), so it must be the resolution the tokenizer trained at.
-    """
-    return {**to_dict(cfg.tokenizer.arch), "resolution": cfg.dataset.resolution}
 
 
 def _use_gpu(cfg: ExperimentConfig) -> bool:

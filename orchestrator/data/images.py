@@ -53,12 +53,21 @@ def _decode_batch(batch: pa.Table, resolution: int, max_pixels: int) -> dict[str
 
 
 def image_dataset(
-    ingested: IngestResult, cfg: ExperimentConfig, split: str, *, limit: int | None = None
+    ingested: IngestResult,
+    cfg: ExperimentConfig,
+    split: str,
+    *,
+    limit: int | None = None,
+    shuffle_seed: int | None = None,
+    repeats: int = 1,
 ) -> ray.data.Dataset:
     """Columns `image` (float32 (3, R, R) in [-1, 1]), `label` (int64), `image_id` (string).
 
     Built from the validated index, in index order for the first `limit` rows; decoding is a
-    streaming `map_batches`, so memory holds a few blocks, not the split.
+    streaming `map_batches`, so memory holds a few blocks, not the split. For training,
+    `shuffle_seed` permutes the rows (the index is in class order, and a local shuffle buffer
+    alone would leave batches of few classes) and `repeats` chains that many differently
+    permuted passes into one execution (see `reader.passes_per_execution`).
     """
     if split not in ingested.index_paths:
         raise KeyError(f"split {split!r} was not ingested (have {sorted(ingested.index_paths)})")
@@ -67,6 +76,13 @@ def image_dataset(
         index = index.slice(0, limit)
     if len(index) == 0:
         raise ValueError(f"split {split!r} has no valid images")
+    if shuffle_seed is not None or repeats > 1:
+        index = pa.concat_tables(
+            index
+            if shuffle_seed is None
+            else index.take(np.random.default_rng([shuffle_seed, copy]).permutation(len(index)))
+            for copy in range(repeats)
+        )
     blocks = [
         index.slice(start, IMAGES_PER_BLOCK) for start in range(0, len(index), IMAGES_PER_BLOCK)
     ]

@@ -64,6 +64,7 @@ def train_tokenizer(
     run_ref: dict | None = None,
     callbacks: list | None = None,
     hooks: DebugHooks | None = None,
+    progress: str | None = None,
 ) -> TrainResult:
     """Train (or resume, or skip when DONE) the VA-VAE tokenizer of a resolved config.
 
@@ -73,15 +74,19 @@ def train_tokenizer(
     done = finished_result(cfg, storage, "tokenizer")
     if done is not None:
         return done
-    from orchestrator.data import image_dataset
+    from orchestrator.data import image_dataset, passes_per_execution
 
     check_tokenizer_training(cfg)
     split = cfg.dataset.train_split
+    rows = ingested.counts[split]
+    dataset = image_dataset(
+        ingested, cfg, split, shuffle_seed=cfg.seed, repeats=passes_per_execution(rows)
+    )
     return fit_stage(
         cfg,
         storage,
         "tokenizer",
-        image_dataset(ingested, cfg, split),
+        dataset,
         num_rows=ingested.counts[split],
         inputs={
             "foundation_weights": foundation_weights(cfg, storage, ingested),
@@ -90,6 +95,7 @@ def train_tokenizer(
         run_ref=run_ref,
         callbacks=callbacks,
         hooks=hooks,
+        progress=progress,
     )
 
 
@@ -101,15 +107,24 @@ def train_generator(
     run_ref: dict | None = None,
     callbacks: list | None = None,
     hooks: DebugHooks | None = None,
+    progress: str | None = None,
+    stop_after_step: int | None = None,
 ) -> TrainResult:
     """Train (or resume, or skip when DONE) LightningDiT on a latent cache of this config.
 
-    `cache_manifest` is the cache's `CacheManifest` (or its directory).
+    `cache_manifest` is the cache's `CacheManifest` (or its directory). `stop_after_step`
+    trains only up to that step (a checkpoint, no export: `completed=False`); calling again
+    with a later step, or none, continues from there.
     """
     done = finished_result(cfg, storage, "generator")
     if done is not None:
         return done
-    from orchestrator.data import latent_dataset, load_manifest
+    from orchestrator.data import (
+        latent_dataset,
+        load_manifest,
+        passes_per_execution,
+        tokenizer_identity,
+    )
 
     manifest = load_manifest(cache_manifest)
     expected = Artifacts.cache(stage_keys(cfg).cache)
@@ -120,8 +135,17 @@ def train_generator(
         )
     # The data's shard order depends on the epoch: start where the run's last checkpoint is.
     start_epoch = resume_epoch(storage, "generator", stage_keys(cfg).generator)
+    # The cache must come from this config's tokenizer, as exported (key and weights' hash).
+    keys = stage_keys(cfg)
+    expected = tokenizer_identity(
+        keys.tokenizer, storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
+    )
     dataset = latent_dataset(
-        manifest, manifest.tokenizer_identity, cfg.seed, start_epoch=start_epoch
+        manifest,
+        expected,
+        cfg.seed,
+        start_epoch=start_epoch,
+        repeats=passes_per_execution(manifest.count),
     )
     stats = manifest.latent_stats(cfg.generator.latent_multiplier)
     return fit_stage(
@@ -134,6 +158,8 @@ def train_generator(
         run_ref=run_ref,
         callbacks=callbacks,
         hooks=hooks,
+        progress=progress,
+        stop_after_step=stop_after_step,
     )
 
 
@@ -162,14 +188,41 @@ def finished_result(cfg: ExperimentConfig, storage: Storage, workload: str) -> T
     )
 
 
-def resume_epoch(storage: Storage, workload: str, key: str) -> int:
-    """The data epoch of the run's latest checkpoint (0 for a new run)."""
+def latest_checkpoint(storage: Storage, workload: str, key: str):
+    """(metrics, checkpoint) of the run's latest checkpoint, or (None, None) for a new run."""
     path = storage.uri_for(RUN_ROOTS[workload], key)
     try:
         result = ray.train.Result.from_path(path)
     except RuntimeError:  # no run there yet
-        return 0
-    return int((result.metrics or {}).get("epoch", 0))
+        return None, None
+    return result.metrics or {}, result.checkpoint
+
+
+def resume_epoch(storage: Storage, workload: str, key: str) -> int:
+    """The data epoch of the run's latest checkpoint (0 for a new run)."""
+    metrics, _ = latest_checkpoint(storage, workload, key)
+    return int((metrics or {}).get("epoch", 0))
+
+
+def checkpoint_ema_weights(cfg: ExperimentConfig, storage: Storage) -> tuple[int, dict]:
+    """(step, full EMA state dict) of the generator run's latest checkpoint: what an
+    intermediate evaluation samples from while training goes on in rounds."""
+    from pathlib import Path
+
+    from orchestrator.models import build_generator
+    from orchestrator.train.generator import EMA_EXTRA
+    from orchestrator.train.state import load_extra
+    from workloads.dit import EMA
+
+    metrics, checkpoint = latest_checkpoint(storage, "generator", stage_keys(cfg).generator)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"the generator run of {stage_keys(cfg).generator} has no checkpoint"
+        )
+    with checkpoint.as_directory() as directory:
+        shadow = load_extra(Path(directory), EMA_EXTRA).tensors
+    ema = EMA(shadow.items())
+    return int(metrics["step"]), ema.model_state_dict(build_generator(cfg))
 
 
 def fit_stage(
@@ -183,6 +236,8 @@ def fit_stage(
     run_ref: dict | None = None,
     callbacks: list | None = None,
     hooks: DebugHooks | None = None,
+    progress: str | None = None,
+    stop_after_step: int | None = None,
 ) -> TrainResult:
     """Run `train_loop_per_worker` for `workload` on `dataset` (columns as the workload reads
     them: `image` for the tokenizer, cached moments + `label` for the generator)."""
@@ -213,6 +268,8 @@ def fit_stage(
         inputs=inputs,
         run_ref=run_ref,
         debug_hooks=(hooks or DebugHooks()).to_dict(),
+        progress=progress,
+        stop_after_step=stop_after_step,
     )
     gpu = use_gpu(resources.use_gpu)
     per_worker = {"CPU": resources.cpus_per_worker, **({"GPU": 1} if gpu else {})}

@@ -16,6 +16,7 @@ import torch
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.data.sampler import LatentBatchSampler
+from orchestrator.models import build_generator
 from orchestrator.train.engine import gathered_named_parameters
 from orchestrator.train.guard import SkippableAdamW
 from orchestrator.train.plan import StagePlan
@@ -25,7 +26,6 @@ from workloads.dit import (
     EMA,
     LatentStats,
     LightningDiT,
-    LightningDiT_models,
     RectifiedFlowObjective,
 )
 
@@ -67,19 +67,7 @@ class GeneratorWorkload:
         self._zero_stage = cfg.generator.training.zero_stage
 
     def new_model(self) -> LightningDiT:
-        model_cfg = self.cfg.generator.model
-        model = LightningDiT_models[model_cfg.name](
-            input_size=model_cfg.input_size,
-            in_channels=model_cfg.in_channels,
-            num_classes=self.cfg.dataset.num_classes,
-            class_dropout_prob=model_cfg.class_dropout_prob,
-            learn_sigma=model_cfg.learn_sigma,
-            use_qknorm=model_cfg.use_qknorm,
-            use_swiglu=model_cfg.use_swiglu,
-            use_rope=model_cfg.use_rope,
-            use_rmsnorm=model_cfg.use_rmsnorm,
-            wo_shift=model_cfg.wo_shift,
-        )
+        model = build_generator(self.cfg)
         model.use_checkpoint = self.cfg.generator.training.activation_checkpointing
         return model
 

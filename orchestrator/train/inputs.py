@@ -36,21 +36,18 @@ def foundation_weights(cfg: ExperimentConfig, storage: Storage, ingested) -> str
     return str(path)
 
 
-def lpips_weights(cfg: ExperimentConfig) -> str | None:
-    """LPIPS weights for the tokenizer's perceptual term (None: the term is off).
+def lpips_weights(cfg: ExperimentConfig) -> list[str | None] | None:
+    """[LPIPS weights, VGG16 backbone or None] for the perceptual term (None: the term is off).
 
-    Checked here, before any worker starts: a config error inside the workers would be retried
-    `resources.max_failures` times.
+    Resolved here, before any worker starts (`hub` downloads once): a missing file inside the
+    workers would be retried `resources.max_failures` times.
     """
+    from orchestrator.weights import lpips_files
+
     loss = cfg.tokenizer.loss
     if loss.perceptual_weight == 0 or loss.lpips_weights == "none":
         return None
-    if loss.lpips_weights == "hub":
-        raise ValueError(
-            "tokenizer.loss.lpips_weights: `hub` is not available (workloads.vavae.LPIPS never "
-            "downloads); pass the path of a local vgg.pth, or random_init for tests"
-        )
-    return loss.lpips_weights
+    return list(lpips_files(loss.lpips_weights, loss.lpips_backbone_weights))
 
 
 def check_tokenizer_training(cfg: ExperimentConfig) -> None:

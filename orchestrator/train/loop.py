@@ -28,6 +28,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from orchestrator import progress
 from orchestrator.tracking import RunLogger
 from orchestrator.train.batches import optimizer_steps
 from orchestrator.train.engine import (
@@ -233,7 +234,7 @@ def _run_stage(plan, workload, session, state, data, reporter, hooks, rank) -> b
         state.global_step = step
         state.stage_step += 1
         state.skipped_steps = guard.skipped_steps
-        stop = hooks.stops_after(step)
+        stop = hooks.stops_after(step) or step == plan.stop_after_step
         stage_end = state.stage_step == stage_length
         terms = {name: total / len(group) for name, total in term_sums.items()}
         if stage_end or stop or step % reporter.training.checkpoint_every == 0:
@@ -242,7 +243,11 @@ def _run_stage(plan, workload, session, state, data, reporter, hooks, rank) -> b
             # Throughput measures training, not checkpoint writing.
             reporter.restart_clock(step)
         elif step % reporter.training.log_every == 0:
-            reporter.report(reporter.metrics(step, state, terms, engine))
+            # MLflow and the live view only: a Ray Train report blocks until the controller's
+            # next poll (about 2 s), so reports are kept for checkpoints.
+            reporter.metrics(step, state, terms, engine)
+        if rank == 0 and step % reporter.training.log_every == 0 and plan.progress:
+            progress.post(plan.progress, stage=plan.workload, step=step, total=plan.total_steps)
         if stop:
             return True
     return False
@@ -317,6 +322,3 @@ class Reporter:
             self.logger.log_metrics(metrics, step=step)
         self.last = metrics
         return metrics
-
-    def report(self, metrics: dict) -> None:
-        ray.train.report(metrics)

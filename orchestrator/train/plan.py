@@ -39,6 +39,10 @@ class TrainPlan:
     inputs: dict = field(default_factory=dict)
     run_ref: dict | None = None
     debug_hooks: dict = field(default_factory=dict)
+    # The sweep's live view name of this point (rank 0 posts its step there); None outside sweeps.
+    progress: str | None = None
+    # Checkpoint at this global step and leave the loop (training in rounds, for ASHA).
+    stop_after_step: int | None = None
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -50,6 +54,10 @@ class TrainPlan:
     def training(self) -> TrainingConfig:
         cfg = self.config()
         return cfg.tokenizer.training if self.workload == "tokenizer" else cfg.generator.training
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
 
     def hooks(self) -> DebugHooks:
         return DebugHooks.from_dict(self.debug_hooks)
@@ -67,6 +75,8 @@ class TrainPlan:
             "inputs": self.inputs,
             "run_ref": self.run_ref,
             "debug_hooks": self.debug_hooks,
+            "progress": self.progress,
+            "stop_after_step": self.stop_after_step,
         }
 
     @classmethod

@@ -26,6 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from orchestrator.artifacts import EXPORT_DIR
 from orchestrator.storage import Storage
 
 DEEPSPEED_DIR = "deepspeed"
@@ -34,7 +35,6 @@ ENGINE_TAG = "engine"
 TRAIN_STATE = "train_state.json"
 RNG_DIR = "rng"
 EXTRA_DIR = "extra"
-EXPORT_DIR = "export"
 SUMMARY = "summary.json"
 
 

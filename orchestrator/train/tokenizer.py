@@ -30,6 +30,7 @@ from torch import nn
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.schema import VFLossConfig
+from orchestrator.models import autoencoder_kwargs
 from orchestrator.train.guard import SkippableAdam
 from orchestrator.train.plan import StagePlan
 from orchestrator.train.state import Extra
@@ -44,9 +45,13 @@ RANDOM_INIT = "random_init"
 VAVAE_PREFIX = "vavae."
 
 
-def build_lpips(weights: str | None) -> LPIPS | None:
-    """The frozen LPIPS network from resolved weights (`inputs.lpips_weights`); None = off."""
-    return None if weights is None else LPIPS(weights=weights)
+def build_lpips(files: list[str | None] | None) -> LPIPS | None:
+    """The frozen LPIPS network from resolved [weights, backbone] (`inputs.lpips_weights`);
+    None = the perceptual term is off."""
+    if files is None:
+        return None
+    weights, backbone = files
+    return LPIPS(weights=weights, backbone_weights=backbone)
 
 
 def build_foundation_model(
@@ -112,23 +117,12 @@ class TokenizerWorkload:
 
     # ------------------------------------------------------------------ model and objective
     def new_vavae(self) -> VAVAE:
-        arch = self.cfg.tokenizer.arch
         loss = self.cfg.tokenizer.loss
         return VAVAE(
             vf_feature_dim=None if self.foundation is None else self.foundation.embed_dim,
             disc_ndf=loss.disc_ndf,
             disc_layers=loss.disc_num_layers,
-            embed_dim=arch.embed_dim,
-            ch=arch.ch,
-            ch_mult=arch.ch_mult,
-            num_res_blocks=arch.num_res_blocks,
-            attn_resolutions=arch.attn_resolutions,
-            resolution=self.cfg.dataset.resolution,
-            in_channels=arch.in_channels,
-            out_ch=arch.out_ch,
-            z_channels=arch.z_channels,
-            double_z=arch.double_z,
-            dropout=arch.dropout,
+            **autoencoder_kwargs(self.cfg),
         )
 
     def build(self, stage_index: int, weights: dict[str, torch.Tensor] | None) -> ModelBundle:

@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+# What `read_split` reads: the embedded PNGs, and small user trees of common formats.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
 # Bump when rendering changes: it is part of the identity, so cached evaluators retrain.
 GENERATOR_VERSION = 1
 MARKER_NAME = "embedded_dataset.json"
@@ -301,19 +304,29 @@ def write_embedded_dataset(root: Path, spec: EmbeddedDatasetSpec | None = None) 
     return root
 
 
-def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_split(
+    root: Path, split: str, resolution: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode an ImageNet-style split into (N, H, W, 3) uint8 images, (N,) int64 labels, class names.
 
-    Labels follow the sorted class-folder order, as torchvision's ImageFolder does.
+    Labels follow the sorted class-folder order, as torchvision's ImageFolder does. With
+    `resolution`, images get the ADM centre crop the tokenizer pipeline applies, so networks
+    trained here (evaluator, stand-in) see exactly the images the tokenizer sees.
     """
+    from workloads.datasets.transforms import center_crop_arr
+
     split_dir = Path(root) / split
     class_names = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
     images, labels = [], []
     for label, class_name in enumerate(class_names):
-        for path in sorted((split_dir / class_name).glob("*.png")):
+        files = (split_dir / class_name).iterdir()
+        for path in sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES):
             with Image.open(path) as image:
-                images.append(np.asarray(image.convert("RGB")))
+                rgb = image.convert("RGB")
+                if resolution is not None and rgb.size != (resolution, resolution):
+                    rgb = center_crop_arr(rgb, resolution)
+                images.append(np.asarray(rgb))
             labels.append(label)
     if not images:
-        raise FileNotFoundError(f"no PNG images under {split_dir}")
+        raise FileNotFoundError(f"no images under {split_dir}")
     return np.stack(images), np.asarray(labels, dtype=np.int64), class_names

@@ -99,12 +99,15 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> fl
 
 
 def train_on_image_folder(
-    build_model: Callable[[int], nn.Module], dataset_root: Path, fit: FitConfig
+    build_model: Callable[[int], nn.Module],
+    dataset_root: Path,
+    fit: FitConfig,
+    resolution: int | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train ``build_model(num_classes)`` on ``train/``, score it on ``val/``; returns the model
     and metadata (class names, fit config, wall and CPU seconds, threads, val accuracy)."""
-    train_images, train_labels, class_names = read_split(dataset_root, "train")
-    val_images, val_labels, _ = read_split(dataset_root, "val")
+    train_images, train_labels, class_names = read_split(dataset_root, "train", resolution)
+    val_images, val_labels, _ = read_split(dataset_root, "val", resolution)
     started, started_cpu = time.perf_counter(), time.process_time()
     # Seed initialisation and training without disturbing the caller's global RNG.
     with torch.random.fork_rng():
@@ -113,6 +116,7 @@ def train_on_image_folder(
         fit_classifier(model, as_model_input(train_images), torch.from_numpy(train_labels), fit)
     metadata = {
         "class_names": class_names,
+        "resolution": int(train_images.shape[1]),
         "fit_config": dataclasses.asdict(fit),
         "train_seconds": round(time.perf_counter() - started, 2),
         "train_cpu_seconds": round(time.process_time() - started_cpu, 2),

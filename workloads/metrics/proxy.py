@@ -112,10 +112,14 @@ class ProxyEvaluator:
 
 
 def proxy_cache_dir(
-    cache_dir: Path, dataset_identity: str, width: int = 32, fit: FitConfig = DEFAULT_FIT
+    cache_dir: Path,
+    dataset_identity: str,
+    width: int = 32,
+    fit: FitConfig = DEFAULT_FIT,
+    resolution: int | None = None,
 ) -> Path:
     """Directory of the proxy evaluator for `dataset_identity` and this recipe under `cache_dir`."""
-    recipe = json.dumps([width, dataclasses.asdict(fit)], sort_keys=True)
+    recipe = json.dumps([width, dataclasses.asdict(fit), resolution], sort_keys=True)
     recipe_hash = hashlib.sha256(recipe.encode()).hexdigest()[:8]
     return Path(cache_dir) / f"{PROXY_NAME}-v{PROXY_VERSION}-{dataset_identity}-{recipe_hash}"
 
@@ -136,13 +140,17 @@ def load_or_train_proxy(
     dataset_identity: str,
     width: int = 32,
     fit: FitConfig = DEFAULT_FIT,
+    resolution: int | None = None,
 ) -> ProxyEvaluator:
-    """The proxy evaluator for `dataset_identity`: loaded from `cache_dir`, or trained and saved there."""
-    directory = proxy_cache_dir(cache_dir, dataset_identity, width, fit)
+    """The proxy evaluator for `dataset_identity`: loaded from `cache_dir`, or trained and saved there.
+
+    `resolution`: train on the ADM-cropped images the generator produces (None = as stored).
+    """
+    directory = proxy_cache_dir(cache_dir, dataset_identity, width, fit, resolution)
     if (directory / CONFIG_FILE).exists():
         return load_proxy(directory)
     model, metadata = train_on_image_folder(
-        lambda num_classes: ProxyCNN(num_classes, width), Path(dataset_root), fit
+        lambda num_classes: ProxyCNN(num_classes, width), Path(dataset_root), fit, resolution
     )
     arch_kwargs = {"num_classes": model.head.out_features, "width": width}
     metadata.update(
