@@ -17,9 +17,10 @@ import numpy as np
 import ray
 import torch
 
-from orchestrator.artifacts import Artifacts
+from orchestrator.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.config import ExperimentConfig, stage_keys
 from orchestrator.evaluators import INCEPTION, EvaluatorSpec
+from orchestrator.generate import generate_samples
 from orchestrator.models import autoencoder_kwargs, read_weights
 from orchestrator.storage import Storage
 
@@ -415,7 +416,7 @@ def evaluate_generator(
     evaluator: EvaluatorSpec,
 ) -> dict:
     """Generate `evaluation.num_samples` samples (distributed, resumable) and score them."""
-    from orchestrator.generate import generate_samples, sample_grid
+    from orchestrator.generate import sample_grid
     from workloads.metrics.eval_spec import metric_label
     from workloads.metrics.frechet import FeatureStats, frechet_distance
     from workloads.metrics.precision_recall import precision_recall
@@ -434,8 +435,7 @@ def evaluate_generator(
         latent_stats=latent_stats,
     )
     reference = reference_statistics(cfg, storage, ingested, evaluator)
-    chunks = [{"chunk": f"{rel}/samples/chunks/{name}"} for name in manifest.chunks]
-    features = collect_features(ray.data.from_items(chunks), cfg, evaluator, storage, batch_size=1)
+    features = sample_features(cfg, storage, f"{rel}/samples", manifest, evaluator)
     count = len(features["label"])
     if evaluator.kind == INCEPTION:
         raw = inception_generation_metrics(features, reference.stats, reference.pool_features)
@@ -467,6 +467,72 @@ def evaluate_generator(
     storage.write_json(summary, rel, "metrics.json")
     artifacts.mark_done(rel, summary)
     return summary
+
+
+def sample_features(
+    cfg: ExperimentConfig, storage: Storage, samples_rel: str, manifest, evaluator: EvaluatorSpec
+) -> dict[str, np.ndarray]:
+    chunks = [{"chunk": f"{samples_rel}/chunks/{name}"} for name in manifest.chunks]
+    return collect_features(ray.data.from_items(chunks), cfg, evaluator, storage, batch_size=1)
+
+
+def intermediate_rel(cfg: ExperimentConfig, step: int) -> str:
+    return (
+        f"{Artifacts.generator_eval(stage_keys(cfg).generator_eval)}/intermediate/step-{step:08d}"
+    )
+
+
+def stored_intermediate_metric(
+    cfg: ExperimentConfig, storage: Storage, step: int
+) -> dict[str, float] | None:
+    rel = intermediate_rel(cfg, step)
+    return storage.read_json(rel, "metrics.json") if storage.exists(rel, "metrics.json") else None
+
+
+def intermediate_generator_metric(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    ingested,
+    *,
+    step: int,
+    ema_state: dict[str, torch.Tensor],
+    tokenizer_weights: str,
+    latent_stats: dict,
+    evaluator: EvaluatorSpec,
+) -> dict[str, float]:
+    """`fd_intermediate`: FD of `evaluation.intermediate_samples` samples from the EMA weights at
+    generator `step`, in the evaluator's feature space (Inception pool3, or the proxy's). Cheap
+    and noisy (few samples), good for ranking trials against each other at equal steps, which
+    is all ASHA asks of it. Stored per step, so a restarted trial re-reports the same value."""
+    from safetensors.torch import save as save_safetensors
+
+    from workloads.metrics.frechet import FeatureStats, frechet_distance
+
+    stored = stored_intermediate_metric(cfg, storage, step)
+    if stored is not None:
+        return stored
+    rel = intermediate_rel(cfg, step)
+    tensors = {name: value.detach().contiguous() for name, value in ema_state.items()}
+    storage.write_bytes(save_safetensors(tensors), rel, EMA_WEIGHTS)
+    manifest = generate_samples(
+        cfg,
+        storage,
+        f"{rel}/samples",
+        generator_weights=storage.uri_for(rel, EMA_WEIGHTS),
+        tokenizer_weights=tokenizer_weights,
+        latent_stats=latent_stats,
+        num_samples=cfg.evaluation.intermediate_samples,
+    )
+    reference = reference_statistics(cfg, storage, ingested, evaluator)
+    features = sample_features(cfg, storage, f"{rel}/samples", manifest, evaluator)
+    space = "pool" if evaluator.kind == INCEPTION else "proxy"
+    generated = FeatureStats.from_features(features[space])
+    metrics = {
+        "fd_intermediate": frechet_distance(reference.stats[space], generated),
+        "generator_step": step,
+    }
+    storage.write_json(metrics, rel, "metrics.json")
+    return metrics
 
 
 def first_samples(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -112,8 +113,13 @@ def run_point(
     run_ref: RunRef | None = None,
     overrides: dict | None = None,
     callbacks: list | None = None,
+    on_intermediate: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """Run (or finish, or just read back) every stage of one point; returns its final metrics."""
+    """Run (or finish, or just read back) every stage of one point; returns its final metrics.
+
+    With `on_intermediate` and `evaluation.intermediate_every` > 0 the generator trains in rounds
+    and each round's `fd_intermediate` goes to `on_intermediate` (Tune's report, for ASHA).
+    """
     from orchestrator.data import build_latent_cache, tokenizer_identity
     from orchestrator.evaluate import evaluate_generator, evaluate_tokenizer
     from orchestrator.train import train_generator, train_tokenizer
@@ -164,8 +170,18 @@ def run_point(
             )
 
         stage("generator")
+        latent_stats = manifest.latent_stats(cfg.generator.latent_multiplier).to_dict()
+        train = dict(run_ref=ref, callbacks=callbacks, progress=name)
         with stage_lock(keys.generator):
-            train_generator(cfg, storage, manifest, run_ref=ref, callbacks=callbacks, progress=name)
+            if on_intermediate is not None:
+                for step in intermediate_steps(cfg):
+                    metrics = generator_round(
+                        cfg, storage, shared, manifest, step, tokenizer_weights, latent_stats, train
+                    )
+                    if metrics is not None:
+                        logger.log_metrics({"fd_intermediate": metrics["fd_intermediate"]}, step)
+                        on_intermediate(metrics)
+            train_generator(cfg, storage, manifest, **train)
 
         stage("generator eval")
         with stage_lock(keys.generator_eval):
@@ -175,7 +191,7 @@ def run_point(
                 shared.ingested,
                 generator_weights=storage.uri_for(Artifacts.generator_ema_weights(keys.generator)),
                 tokenizer_weights=tokenizer_weights,
-                latent_stats=manifest.latent_stats(cfg.generator.latent_multiplier).to_dict(),
+                latent_stats=latent_stats,
                 evaluator=shared.evaluator,
             )
         logger.log_metrics(gen["metrics"])
@@ -192,6 +208,61 @@ def run_point(
     log.info("%s: stage seconds %s", name, timings)
     progress.post(name, state="done", stage="done")
     return {**recon["metrics"], **gen["metrics"], **timings}
+
+
+def intermediate_steps(cfg: ExperimentConfig) -> list[int]:
+    """Generator steps at which a round ends for an intermediate evaluation (the last round,
+    up to the final step, is the ordinary run and its full evaluation)."""
+    every = cfg.evaluation.intermediate_every
+    if every <= 0:
+        return []
+    return list(range(every, cfg.generator.training.steps, every))
+
+
+def generator_round(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    shared: SharedInputs,
+    manifest,
+    step: int,
+    tokenizer_weights: str,
+    latent_stats: dict,
+    train: dict,
+) -> dict[str, float] | None:
+    """Train the generator up to `step` (resuming), then score its EMA at that step.
+
+    None when the step cannot be scored any more: the run already went past it without a stored
+    score (say, it finished before the sweep turned ASHA on).
+    """
+    from orchestrator.evaluate import intermediate_generator_metric, stored_intermediate_metric
+    from orchestrator.train import train_generator
+    from orchestrator.train.driver import checkpoint_ema_weights, finished_result, latest_checkpoint
+
+    key = stage_keys(cfg).generator
+    scored = stored_intermediate_metric(cfg, storage, step)
+    if scored is not None:
+        return scored
+    if finished_result(cfg, storage, "generator") is not None:
+        return None
+    metrics, _ = latest_checkpoint(storage, "generator", key)
+    reached = int((metrics or {}).get("step", 0))
+    if reached > step:
+        return None
+    if reached < step:
+        train_generator(cfg, storage, manifest, stop_after_step=step, **train)
+    at, ema_state = checkpoint_ema_weights(cfg, storage)
+    if at != step:
+        raise RuntimeError(f"generator {key}: round to step {step} ended at step {at}")
+    return intermediate_generator_metric(
+        cfg,
+        storage,
+        shared.ingested,
+        step=step,
+        ema_state=ema_state,
+        tokenizer_weights=tokenizer_weights,
+        latent_stats=latent_stats,
+        evaluator=shared.evaluator,
+    )
 
 
 class StageClock:

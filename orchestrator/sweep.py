@@ -131,6 +131,7 @@ def run_trial(trial_config: dict) -> None:
             run_ref=ref,
             overrides=overrides,
             callbacks=[TuneReportCallback()],
+            on_intermediate=tune.report,
         )
     tune.report({**metrics, "point_done": 1})
 
@@ -236,16 +237,37 @@ def run_sweep(
     summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
     print(summary.table, flush=True)
     print(f"\nfrontier chart: {summary.chart}\nfrontier table: {summary.csv}", flush=True)
+    outcome = trial_outcomes(grid)
     for result in grid:
         if result.error is not None:
             print(f"failed trial: {result.path} ({type(result.error).__name__})", flush=True)
     minutes = (time.time() - started) / 60
-    print(f"wall time: {minutes:.1f} min; {grid.num_errors} failed trial(s)", flush=True)
+    counts = ", ".join(f"{n} {state}" for state, n in outcome.items() if n)
+    print(f"wall time: {minutes:.1f} min; trials: {counts}", flush=True)
     if tracking_uri.startswith("http"):
         print(f"MLflow: open {tracking_uri} (experiment `{experiment}`)", flush=True)
     else:
         print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri}  (experiment `{experiment}`)")
-    return 1 if grid.num_errors else 0
+    if outcome["unfinished"]:
+        print("interrupted: run the same command again to resume where it stopped", flush=True)
+        return 130
+    return 1 if outcome["failed"] else 0
+
+
+def trial_outcomes(grid) -> dict[str, int]:
+    """finished / stopped early (ASHA) / failed / unfinished (the sweep was interrupted)."""
+    outcome = {"finished": 0, "stopped early": 0, "failed": 0, "unfinished": 0}
+    for result in grid:
+        metrics = result.metrics or {}
+        if result.error is not None:
+            outcome["failed"] += 1
+        elif "point_done" in metrics:
+            outcome["finished"] += 1
+        elif metrics.get("done"):  # a scheduler's STOP marks the last result done
+            outcome["stopped early"] += 1
+        else:
+            outcome["unfinished"] += 1
+    return outcome
 
 
 def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
@@ -256,6 +278,10 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
 
     # Tune's new console output prints banners even at verbose=0; the legacy one is silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A trial reports three kinds of results: Train's per-checkpoint metrics, `fd_intermediate`
+    # rounds and the final metrics. Only the last carries the searcher's metrics, which Tune's
+    # strict check would demand of every result.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     init_ray()
     create_lock_table()
     board = create_board(len(points) or sweep.search.optuna.num_samples)
@@ -290,10 +316,15 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
         from ray.tune.schedulers import ASHAScheduler
 
         sch = sweep.search.scheduler
+        every = base.evaluation.intermediate_every
+        # Time is the generator step of an intermediate round, so rungs fall on rounds; results
+        # without `fd_intermediate` (Train's own reports, the final one) leave ASHA untouched.
         scheduler = ASHAScheduler(
+            time_attr="generator_step",
             metric=sch.metric,
-            mode=sch.mode,
-            grace_period=sch.grace_period,
+            mode="min",
+            max_t=base.generator.training.steps,
+            grace_period=sch.grace_period * every,
             reduction_factor=sch.reduction_factor,
         )
     return tune.Tuner(
@@ -327,5 +358,7 @@ def optuna_search(sweep: SweepConfig):
         "randint": lambda s: tune.randint(s["low"], s["high"]),
     }
     space = {key: makers[spec["type"]](spec) for key, spec in opt.space.items()}
+    # Always lists, even for one metric: OptunaSearch then takes only the final result (a
+    # single metric would make it read that metric from every intermediate result too).
     searcher = OptunaSearch(metric=list(opt.metrics), mode=list(opt.modes), seed=opt.seed)
     return ConcurrencyLimiter(searcher, max_concurrent=2), space

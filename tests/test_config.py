@@ -186,3 +186,50 @@ def test_workloads_never_import_ray():
         if re.search(r"^\s*(import ray|from ray)", path.read_text(), re.M)
     ]
     assert offenders == []
+
+
+BAD_SEARCHES = {
+    # The embedded default reports FD-proxy names; `gfid` would never arrive.
+    "metric_not_reported": (
+        "{algorithm: optuna, optuna: {space: {tokenizer.vf.vf_weight: {type: uniform, low: 0.01, "
+        "high: 1.0}}}}",
+        r"search\.optuna\.metrics: `rfid` is not a metric .*rfd_proxy",
+    ),
+    "bad_distribution": (
+        "{algorithm: optuna, optuna: {metrics: [rfd_proxy], modes: [min], space: "
+        "{tokenizer.vf.vf_weight: {type: normal, low: 0, high: 1}}}}",
+        r"vf_weight\.type: must be one of",
+    ),
+    "loguniform_from_zero": (
+        "{algorithm: optuna, optuna: {metrics: [rfd_proxy], modes: [min], space: "
+        "{tokenizer.vf.vf_weight: {type: loguniform, low: 0, high: 1}}}}",
+        r"vf_weight: needs 0 < low < high",
+    ),
+    "asha_without_rounds": (
+        "{grid: {tokenizer.arch.embed_dim: [4, 8]}, scheduler: {type: asha}}",
+        r"evaluation\.intermediate_every: ASHA needs intermediate evaluations",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SEARCHES))
+def test_bad_search_is_refused_before_anything_starts(tmp_path, case):
+    search, pattern = BAD_SEARCHES[case]
+    space = tmp_path / f"{case}.yaml"
+    space.write_text(f"name: s\npreset: debug_cpu\nsearch: {search}\n")
+    with pytest.raises(ConfigError, match=pattern):
+        load_sweep(space)
+
+
+def test_asha_rounds_end_before_the_final_step(tmp_path):
+    from orchestrator.pipeline import intermediate_steps
+
+    space = tmp_path / "asha.yaml"
+    space.write_text(
+        "name: a\npreset: debug_cpu\nbase: {evaluation: {intermediate_every: 300}}\n"
+        "search: {grid: {tokenizer.arch.embed_dim: [4, 8]}, scheduler: {type: asha}}\n"
+    )
+    sweep = load_sweep(space)
+    cfg = build_config(sweep, {})
+    assert cfg.generator.training.steps == 800
+    assert intermediate_steps(cfg) == [300, 600]

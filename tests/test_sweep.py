@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,10 +26,25 @@ search:
     tokenizer.vf.foundation: [none, standin]
 """
 
+# The same points under ASHA: the generator trains in rounds of 4 steps, each scored by
+# fd_intermediate. A grace period of 2 rounds (= all 8 steps) lets every point finish, so the
+# assertions below hold whatever order the trials report in.
+ASHA = """\
+base:
+  evaluation: {intermediate_every: 4}
+search:
+  scheduler: {type: asha, grace_period: 2}
+"""
 
-def write_space(tmp_path: Path, name: str) -> Path:
+
+def write_space(tmp_path: Path, name: str, *, asha: bool = False) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(SPACE.format(name=name))
+    data = yaml.safe_load(SPACE.format(name=name))
+    if asha:
+        extra = yaml.safe_load(ASHA)
+        data["base"] = extra["base"]
+        data["search"].update(extra["search"])
+    path.write_text(yaml.safe_dump(data))
     return path
 
 
@@ -63,10 +79,10 @@ def sweep_runs(client: MlflowClient, experiment: str):
 def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_server):
     storage = tmp_path / "store"
     result = run_frontier(
-        frontier_command(write_space(tmp_path, "micro_a"), storage, mlflow_server.uri)
+        frontier_command(write_space(tmp_path, "micro_a", asha=True), storage, mlflow_server.uri)
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "frontier chart:" in result.stdout and "mlflow ui" in result.stdout
+    assert "frontier chart:" in result.stdout and "trials: 2 finished" in result.stdout
 
     client = MlflowClient(mlflow_server.uri)
     parents, children = sweep_runs(client, "micro_a")
@@ -82,6 +98,9 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
             assert len(steps) >= 2 and steps == sorted(steps), (metric, steps)
         for metric in ("psnr", "rfd_proxy", "fd_proxy", "class_consistency"):
             assert metric in child.data.metrics, metric
+        # One ASHA round at step 4, scored and logged; the generator then finished to step 8.
+        rounds = client.get_metric_history(child.info.run_id, "fd_intermediate")
+        assert [m.step for m in rounds] == [4] and rounds[0].value > 0
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "generator")}
         assert "generator/samples.png" in artifacts
 
@@ -119,6 +138,8 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_serve
         pytest.fail("the interrupted sweep did not stop after SIGINT")
     finished_before = len(list(done_dir.glob("*/DONE.json")))
     assert finished_before >= 1
+    if finished_before < 2:  # else the sweep had finished before the signal landed
+        assert first.returncode == 130, first.stdout.read()[-4000:]
 
     second = run_frontier(cmd)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]

@@ -352,12 +352,15 @@ class OptunaConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SchedulerConfig:
-    """Optional ASHA early stopping on an intermediate generator metric."""
+    """Optional ASHA early stopping on an intermediate generator metric.
+
+    Needs `evaluation.intermediate_every` > 0: the generator then trains in rounds of that many
+    steps, each scored by `fd_intermediate` (lower is better), and ASHA's rungs fall on rounds.
+    """
 
     type: Literal["none", "asha"] = "none"
     metric: str = "fd_intermediate"
-    mode: Literal["min", "max"] = "min"
-    grace_period: int = 1
+    grace_period: int = 1  # rounds every trial runs before it can be stopped
     reduction_factor: int = 2
 
 

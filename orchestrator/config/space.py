@@ -16,7 +16,12 @@ from orchestrator.config.loading import (
     to_dict,
 )
 from orchestrator.config.presets import PRESETS
-from orchestrator.config.schema import ExperimentConfig, SweepConfig
+from orchestrator.config.schema import (
+    ExperimentConfig,
+    OptunaConfig,
+    SchedulerConfig,
+    SweepConfig,
+)
 from orchestrator.config.validation import resolve
 
 
@@ -59,14 +64,78 @@ def load_sweep(path: str | Path) -> SweepConfig:
         )
     sweep = from_dict(SweepConfig, data)
     # Fail before anything starts: the base and every grid/optuna key must be valid.
-    build_config(sweep, {})
+    base = build_config(sweep, {})
     for key in sweep.search.grid:
         set_dotted({}, key, None, ExperimentConfig)
-    for key in sweep.search.optuna.space:
-        set_dotted({}, key, None, ExperimentConfig)
-    if len(sweep.search.optuna.metrics) != len(sweep.search.optuna.modes):
-        raise ConfigError("search.optuna.modes", "needs one mode per metric")
+    if sweep.search.algorithm == "optuna":
+        _check_optuna(sweep.search.optuna, base)
+    if sweep.search.scheduler.type == "asha":
+        _check_asha(sweep.search.scheduler, base)
     return sweep
+
+
+OPTUNA_DISTRIBUTIONS = {"choice": ("values",), "uniform": ("low", "high")}
+OPTUNA_DISTRIBUTIONS |= {"loguniform": ("low", "high"), "randint": ("low", "high")}
+
+
+def _check_optuna(opt: OptunaConfig, base: ExperimentConfig) -> None:
+    if not opt.space:
+        raise ConfigError("search.optuna.space", "is empty: name at least one key to search")
+    for key, spec in opt.space.items():
+        path = f"search.optuna.space.{key}"
+        set_dotted({}, key, None, ExperimentConfig)
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind not in OPTUNA_DISTRIBUTIONS:
+            raise ConfigError(f"{path}.type", f"must be one of {sorted(OPTUNA_DISTRIBUTIONS)}")
+        wanted = {"type", *OPTUNA_DISTRIBUTIONS[kind]}
+        if set(spec) != wanted:
+            raise ConfigError(path, f"a {kind} takes exactly {sorted(wanted)}, got {sorted(spec)}")
+        if kind == "choice":
+            if not isinstance(spec["values"], list | tuple) or not spec["values"]:
+                raise ConfigError(f"{path}.values", "must be a non-empty list")
+            continue
+        low, high = spec["low"], spec["high"]
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
+            raise ConfigError(path, "low and high must be numbers")
+        if not low < high or (kind == "loguniform" and low <= 0):
+            raise ConfigError(path, f"needs {'0 < ' if kind == 'loguniform' else ''}low < high")
+    if len(opt.metrics) != len(opt.modes) or not opt.metrics:
+        raise ConfigError("search.optuna.modes", "needs one mode per metric (and a metric)")
+    reported = reported_metrics(base)
+    for name in opt.metrics:
+        if name not in reported:
+            raise ConfigError(
+                "search.optuna.metrics",
+                f"`{name}` is not a metric this config reports; choose from {sorted(reported)}",
+            )
+
+
+def reported_metrics(cfg: ExperimentConfig) -> frozenset[str]:
+    """Final metrics every finished point of `cfg` reports: what an objective may name."""
+    if cfg.evaluation.inception_weights is None:  # the FD-proxy evaluator: honest names
+        names = {"rfd_proxy", "fd_proxy", "class_consistency", "precision_proxy", "recall_proxy"}
+    else:
+        names = {"rfid", "gfid", "inception_score"}
+    names |= {"psnr", "ssim"}
+    if cfg.tokenizer.loss.lpips_weights != "none":
+        names.add("lpips")
+    return frozenset(names)
+
+
+def _check_asha(sch: SchedulerConfig, base: ExperimentConfig) -> None:
+    every = base.evaluation.intermediate_every
+    if sch.metric != "fd_intermediate":
+        raise ConfigError("search.scheduler.metric", "ASHA runs on `fd_intermediate` only")
+    if not 0 < every < base.generator.training.steps:
+        raise ConfigError(
+            "evaluation.intermediate_every",
+            "ASHA needs intermediate evaluations: set it between 1 and generator.training.steps "
+            f"({base.generator.training.steps}), in the sweep's base",
+        )
+    if sch.grace_period < 1 or sch.reduction_factor < 2:
+        raise ConfigError(
+            "search.scheduler", "needs grace_period >= 1 (rounds) and reduction_factor >= 2"
+        )
 
 
 def build_config(
