@@ -53,13 +53,9 @@ class FrontierSummary:
 
 def frontier_params(cfg: ExperimentConfig) -> dict[str, object]:
     tok = cfg.tokenizer
-    params: dict[str, object] = {
-        "d": tok.arch.embed_dim,
-        "vf": tok.vf.foundation,
-        "m1": tok.vf.cos_margin,
-        "m2": tok.vf.distmat_margin,
-        "vf_weight": tok.vf.vf_weight,
-    }
+    params: dict[str, object] = {"d": tok.arch.embed_dim, "vf": tok.vf.foundation}
+    if tok.vf.enabled:  # margins and weight mean nothing without the VF loss
+        params.update(m1=tok.vf.cos_margin, m2=tok.vf.distmat_margin, vf_weight=tok.vf.vf_weight)
     if tok.stages:
         params["stages"] = "/".join(s.name for s in tok.stages)
     return params

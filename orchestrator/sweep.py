@@ -158,6 +158,10 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     # Logical CPUs are doubled because a nested Tune -> Train -> Ray Data stack deadlocks when
     # Train workers hold every CPU the Data read tasks need (environment notes, section 3).
     cores = os.cpu_count() or 2
+    # Train V2's controller takes reports and notices a finished run once per health check
+    # (2 s by default); a short CPU run pays that wait at every checkpoint and at every end.
+    # Workers of the local instance inherit this process's environment.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ray.init(
         address="local",
         num_cpus=max(4, 2 * cores) if cfg_cpus_hint is None else cfg_cpus_hint,
@@ -285,6 +289,7 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
     init_ray()
     create_lock_table()
     board = create_board(len(points) or sweep.search.optuna.num_samples)
+    print("preparing the shared inputs: ingest, stand-in ViT, evaluator", file=terminal)
     with LiveView(board, stream=terminal):
         for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
             pipeline.prepare_shared(cfg, storage)

@@ -9,10 +9,8 @@ latent grid (256 px -> 224 px for DINOv2, no resize for MAE, as in the reference
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from workloads.vavae.checkpoint import read_state_dict_file
@@ -20,6 +18,10 @@ from workloads.vavae.checkpoint import read_state_dict_file
 HUB = "hub"
 RANDOM_INIT = "random_init"
 INPUT_NORMS = ("minus_one_one", "imagenet")
+
+# ImageNet normalisation (timm.data's IMAGENET_DEFAULT_MEAN / _STD).
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 # name -> (timm model name, timm kwargs). The reference loads both from the timm HF hub with
 # dynamic_img_size=True, which FoundationModel always adds.
@@ -62,6 +64,8 @@ class FoundationModel(nn.Module):
             raise FileNotFoundError(f"foundation model weights file not found: {weights}")
         self.timm_name = timm_name
         kwargs = {"dynamic_img_size": True, **(timm_kwargs or {})}
+        import timm  # here, not at module import: timm pulls in torchvision and torch._dynamo
+
         self.model = timm.create_model(
             timm_name, pretrained=weights == HUB, num_classes=0, **kwargs
         )

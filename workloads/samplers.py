@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchdiffeq import odeint
 
 METHODS = ("euler", "heun", "dopri5")
 
@@ -172,6 +171,8 @@ def _dopri5(
     def time_first(t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         # torchdiffeq calls func(t, y).
         return velocity(state, t)
+
+    from torchdiffeq import odeint  # here: it imports scipy.integrate, which Euler never needs
 
     return odeint(time_first, x, grid, method="dopri5", atol=spec.atol, rtol=spec.rtol)
 

@@ -23,7 +23,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import timm
 import torch
 from safetensors.torch import save_file
 
@@ -101,6 +100,8 @@ def train_standin_vit(
         return directory / WEIGHTS_FILE
 
     def build(num_classes: int) -> torch.nn.Module:
+        import timm  # lazily: see workloads.foundation
+
         return timm.create_model(
             TIMM_NAME, pretrained=False, num_classes=num_classes, **timm_kwargs
         )

@@ -60,14 +60,14 @@ def debug_cpu() -> ExperimentConfig:
             loss=TokenizerLossConfig(
                 perceptual_weight=0.0,
                 lpips_weights="none",
-                disc_start=400,
+                disc_start=300,
                 disc_ndf=32,
                 disc_num_layers=2,
             ),
             # ~1k steps instead of ~100k: small batches and a higher learning rate learn most per
             # CPU-second (1e-4 barely moves in 1k steps).
             optimizer=AdamConfig(lr=2e-3),
-            training=_cpu_training(batch=8, steps=500),
+            training=_cpu_training(batch=8, steps=400),
         ),
         cache=LatentCacheConfig(rows_per_shard=1000, batch_size=128, num_actors=1),
         generator=GeneratorConfig(
@@ -75,7 +75,7 @@ def debug_cpu() -> ExperimentConfig:
             optimizer=AdamWConfig(lr=3e-3),
             # 0.9999 averages over ~10k steps; a run this short needs a shorter horizon.
             ema=EMAConfig(decay=0.995),
-            training=_cpu_training(batch=32, steps=800),
+            training=_cpu_training(batch=32, steps=700),
         ),
         sampler=SamplerConfig(
             method="euler", num_steps=26, timestep_shift=0.3, cfg_scale=1.0, cfg_interval_start=0.0
@@ -151,6 +151,7 @@ def _cpu_resources() -> ResourcesConfig:
         tokenizer_workers=1,
         generator_workers=1,
         cpus_per_worker=1.0,
+        # Two points at once on two cores: a third only slows the others (measured).
         max_concurrent_trials=2,
         max_failures=1,
     )

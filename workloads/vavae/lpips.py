@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import vgg16
 
 from workloads.vavae.checkpoint import read_state_dict_file
 
@@ -41,6 +40,10 @@ class VGG16Slices(nn.Module):
 
     def __init__(self):
         super().__init__()
+        # Imported here: torchvision.models pulls in torch._dynamo (~1 s), a cost every Ray
+        # worker importing the tokenizer would pay even when LPIPS is off.
+        from torchvision.models import vgg16
+
         features = vgg16(weights=None).features
         for index in range(5):
             block = nn.Sequential()
