@@ -43,12 +43,9 @@ def point_row(point: SweepPoint) -> list[str]:
         f"{cfg.dataset.resolution}px f{tok.arch.downsample_factor}",
         f"{tok.arch.embed_dim}",
         tok.vf.foundation,
-        # Margins and weight mean nothing without the VF loss (nor do they enter its hash).
-        *(
-            (f"{tok.vf.cos_margin:g}", f"{tok.vf.distmat_margin:g}", f"{tok.vf.vf_weight:g}")
-            if tok.vf.enabled
-            else ("-", "-", "-")
-        ),
+        f"{tok.vf.cos_margin:g}",
+        f"{tok.vf.distmat_margin:g}",
+        f"{tok.vf.vf_weight:g}",
         tokenizer_length(cfg),
         keys.tokenizer[:8],
         f"{grid}x{grid}x{tok.arch.embed_dim}",

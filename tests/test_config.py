@@ -231,5 +231,5 @@ def test_asha_rounds_end_before_the_final_step(tmp_path):
     )
     sweep = load_sweep(space)
     cfg = build_config(sweep, {})
-    assert cfg.generator.training.steps == 800
+    assert cfg.generator.training.steps == 700
     assert intermediate_steps(cfg) == [300, 600]
