@@ -81,6 +81,10 @@ def initialize(
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_config(spec)
     )
+    if spec.world_size == 1 and spec.zero_stage == 0:
+        # One worker has nothing to average: skip DeepSpeed's flatten / all-reduce / unflatten
+        # of every gradient at each boundary (a pure copy here, ~5 % of a small CPU step).
+        engine.enable_backward_allreduce = False
     if compile_model:
         # Applied from outside: the model files never carry @torch.compile (the reference does).
         engine.compile()

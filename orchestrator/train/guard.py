@@ -109,7 +109,8 @@ class NonFiniteGuard:
             [float(bool(self._bad_terms)), float(self._local_gradient_nonfinite(engine))],
             device=engine.device,
         )
-        dist.all_reduce(local, op=dist.ReduceOp.MAX)
+        if dist.get_world_size() > 1:
+            dist.all_reduce(local, op=dist.ReduceOp.MAX)
         loss_bad, gradient_bad = (bool(v) for v in local.tolist())
         if loss_bad or gradient_bad:
             terms = self._terms_of_all_ranks() if loss_bad else []
