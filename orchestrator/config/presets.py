@@ -75,10 +75,10 @@ def debug_cpu() -> ExperimentConfig:
             optimizer=AdamWConfig(lr=3e-3),
             # 0.9999 averages over ~10k steps; a run this short needs a shorter horizon.
             ema=EMAConfig(decay=0.995),
-            training=_cpu_training(batch=32, steps=700),
+            training=_cpu_training(batch=32, steps=600),
         ),
         sampler=SamplerConfig(
-            method="euler", num_steps=26, timestep_shift=0.3, cfg_scale=1.0, cfg_interval_start=0.0
+            method="euler", num_steps=20, timestep_shift=0.3, cfg_scale=1.0, cfg_interval_start=0.0
         ),
         evaluation=EvaluationConfig(
             num_samples=500,
