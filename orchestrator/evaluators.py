@@ -17,6 +17,7 @@ import torch
 
 from orchestrator.artifacts import Artifacts
 from orchestrator.config import ExperimentConfig
+from orchestrator.metrics_naming import uses_inception
 from orchestrator.storage import Storage
 from orchestrator.weights import inception_file
 
@@ -73,17 +74,13 @@ class FeatureFn:
         }
 
 
-def uses_proxy(cfg: ExperimentConfig) -> bool:
-    return cfg.evaluation.inception_weights is None
-
-
 def prepare_evaluator(
     cfg: ExperimentConfig, storage: Storage, dataset_root: str, dataset_key: str
 ) -> EvaluatorSpec:
     """Driver side, once per dataset: locate (or train) the evaluator network."""
     from workloads.metrics.inception import sha256_file
 
-    if not uses_proxy(cfg):
+    if uses_inception(cfg):
         import torch_fidelity
 
         from workloads.metrics.inception import EVALUATOR_NAME

@@ -15,3 +15,15 @@ def generation_metric_label(cfg: ExperimentConfig) -> str:
 
     metric = "fid" if uses_inception(cfg) else "fd_proxy"
     return metric_label(metric, cfg.evaluation.num_samples)
+
+
+def reported_metrics(cfg: ExperimentConfig) -> frozenset[str]:
+    """Final metrics every finished point of `cfg` reports: what an Optuna objective may name."""
+    if uses_inception(cfg):
+        names = {"rfid", "gfid", "inception_score"}
+    else:
+        names = {"rfd_proxy", "fd_proxy", "class_consistency", "precision_proxy", "recall_proxy"}
+    names |= {"psnr", "ssim"}
+    if cfg.tokenizer.loss.lpips_weights != "none":
+        names.add("lpips")
+    return frozenset(names)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
-
-import pyarrow.fs as pafs
 
 from orchestrator.config import ExperimentConfig, to_dict
+from orchestrator.storage import open_input
 
 
 def autoencoder_kwargs(cfg: ExperimentConfig) -> dict:
@@ -63,10 +61,6 @@ def read_weights(path: str):
     """
     from safetensors.torch import load as load_safetensors
 
-    if "://" in path:
-        filesystem, location = pafs.FileSystem.from_uri(path)
-    else:
-        filesystem, location = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
-    with filesystem.open_input_stream(location) as stream:
+    with open_input(path) as stream:
         data = stream.read()
     return load_safetensors(data), hashlib.sha256(data).hexdigest()

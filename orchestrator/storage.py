@@ -20,6 +20,15 @@ import pyarrow.fs as pafs
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
 
 
+def open_input(path: str):
+    """A read stream of one file given as a local path or a pyarrow-readable URI (`s3://`...)."""
+    if "://" in path:
+        filesystem, location = pafs.FileSystem.from_uri(path)
+    else:
+        filesystem, location = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
+    return filesystem.open_input_stream(location)
+
+
 @dataclass(frozen=True)
 class Storage:
     """A root directory on a pyarrow filesystem; paths below it are POSIX-style relatives."""

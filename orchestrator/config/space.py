@@ -101,6 +101,8 @@ def _check_optuna(opt: OptunaConfig, base: ExperimentConfig) -> None:
             raise ConfigError(path, f"needs {'0 < ' if kind == 'loguniform' else ''}low < high")
     if len(opt.metrics) != len(opt.modes) or not opt.metrics:
         raise ConfigError("search.optuna.modes", "needs one mode per metric (and a metric)")
+    from orchestrator.metrics_naming import reported_metrics  # it imports this package
+
     reported = reported_metrics(base)
     for name in opt.metrics:
         if name not in reported:
@@ -108,18 +110,6 @@ def _check_optuna(opt: OptunaConfig, base: ExperimentConfig) -> None:
                 "search.optuna.metrics",
                 f"`{name}` is not a metric this config reports; choose from {sorted(reported)}",
             )
-
-
-def reported_metrics(cfg: ExperimentConfig) -> frozenset[str]:
-    """Final metrics every finished point of `cfg` reports: what an objective may name."""
-    if cfg.evaluation.inception_weights is None:  # the FD-proxy evaluator: honest names
-        names = {"rfd_proxy", "fd_proxy", "class_consistency", "precision_proxy", "recall_proxy"}
-    else:
-        names = {"rfid", "gfid", "inception_score"}
-    names |= {"psnr", "ssim"}
-    if cfg.tokenizer.loss.lpips_weights != "none":
-        names.add("lpips")
-    return frozenset(names)
 
 
 def _check_asha(sch: SchedulerConfig, base: ExperimentConfig) -> None:

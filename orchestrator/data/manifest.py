@@ -10,11 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pyarrow.fs as pafs
-
-from orchestrator.storage import Storage
+from orchestrator.storage import Storage, open_input
 from workloads.dit.latent_norm import LatentStats
 
 SCHEMA_VERSION = 1
@@ -27,12 +24,8 @@ class TokenizerMismatchError(ValueError):
 
 def file_sha256(path: str) -> str:
     """sha256 of a file given as a local path or a pyarrow-readable URI (s3://, gs://)."""
-    if "://" in path:
-        filesystem, location = pafs.FileSystem.from_uri(path)
-    else:
-        filesystem, location = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
     digest = hashlib.sha256()
-    with filesystem.open_input_stream(location) as stream:
+    with open_input(path) as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

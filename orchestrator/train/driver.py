@@ -127,22 +127,22 @@ def train_generator(
     )
 
     manifest = load_manifest(cache_manifest)
-    expected = Artifacts.cache(stage_keys(cfg).cache)
-    if not manifest.cache_dir.rstrip("/").endswith(expected):
+    keys = stage_keys(cfg)
+    expected_cache = Artifacts.cache(keys.cache)
+    if not manifest.cache_dir.rstrip("/").endswith(expected_cache):
         raise ValueError(
-            f"latent cache {manifest.cache_dir} is not this config's cache ({expected}): the "
-            "generator's stage key would not describe the data it trains on"
+            f"latent cache {manifest.cache_dir} is not this config's cache ({expected_cache}): "
+            "the generator's stage key would not describe the data it trains on"
         )
     # The data's shard order depends on the epoch: start where the run's last checkpoint is.
-    start_epoch = resume_epoch(storage, "generator", stage_keys(cfg).generator)
+    start_epoch = resume_epoch(storage, "generator", keys.generator)
     # The cache must come from this config's tokenizer, as exported (key and weights' hash).
-    keys = stage_keys(cfg)
-    expected = tokenizer_identity(
+    expected_tokenizer = tokenizer_identity(
         keys.tokenizer, storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
     )
     dataset = latent_dataset(
         manifest,
-        expected,
+        expected_tokenizer,
         cfg.seed,
         start_epoch=start_epoch,
         repeats=passes_per_execution(manifest.count),
