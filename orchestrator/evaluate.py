@@ -173,7 +173,7 @@ def evaluate_tokenizer(
         "autoencoder": autoencoder_kwargs(cfg),
         "weights": ray.put(tensors),
         "evaluator": evaluator.__dict__,
-        "lpips": lpips_weights(cfg),
+        "lpips": lpips_metric_weights(cfg),
         "foundation": fd_foundation_plan(cfg),
         "grid": (cfg.dataset.resolution // cfg.tokenizer.arch.downsample_factor,) * 2,
         "seed": ev.seed,
@@ -235,7 +235,7 @@ def evaluate_tokenizer(
     return summary
 
 
-def lpips_weights(cfg: ExperimentConfig) -> list[str | None] | None:
+def lpips_metric_weights(cfg: ExperimentConfig) -> list[str | None] | None:
     """LPIPS is a metric only with real weights; `none` and `random_init` are not reported."""
     from orchestrator.weights import lpips_files
 

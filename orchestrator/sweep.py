@@ -26,6 +26,7 @@ from orchestrator.config import (
     to_dict,
 )
 from orchestrator.config.loading import from_dict
+from orchestrator.frontier_report import trial_overrides, write_frontier
 from orchestrator.storage import Storage
 from orchestrator.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
 
@@ -74,6 +75,7 @@ def find_or_create_parent(
             max_results=1,
         )
         if runs:
+            client.update_run(runs[0].info.run_id, status="RUNNING")
             return runs[0].info.run_id
     run = client.create_run(
         experiment_id,
@@ -83,15 +85,20 @@ def find_or_create_parent(
     return run.info.run_id
 
 
-def find_or_create_child(client, ctx: SweepContext, point_key: str, label: str) -> str:
-    """Idempotent per point: a restored or retried trial logs into the run it already had."""
+def find_child(client, ctx: SweepContext, point_key: str):
     runs = client.search_runs(
         [ctx.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and tags.`{POINT_TAG}` = '{point_key}'",
         max_results=1,
     )
-    if runs:
-        return runs[0].info.run_id
+    return runs[0] if runs else None
+
+
+def find_or_create_child(client, ctx: SweepContext, point_key: str, label: str) -> str:
+    """Idempotent per point: a restored or retried trial logs into the run it already had."""
+    found = find_child(client, ctx, point_key)
+    if found is not None:
+        return found.info.run_id
     run = client.create_run(
         ctx.experiment_id,
         run_name=label,
@@ -113,8 +120,7 @@ def run_trial(trial_config: dict) -> None:
     from orchestrator import pipeline
 
     ctx = SweepContext(**trial_config["ctx"])
-    overrides = dict(trial_config.get("point", {}).get("overrides", {}))
-    overrides.update(trial_config.get("overrides", {}))
+    overrides = trial_overrides(trial_config)
     cfg = build_config(ctx.sweep_config(), overrides, ctx.cli_overrides)
     keys = stage_keys(cfg)
     label = point_label(cfg)
@@ -134,6 +140,19 @@ def run_trial(trial_config: dict) -> None:
             on_intermediate=tune.report,
         )
     tune.report({**metrics, "point_done": 1})
+
+
+def close_unfinished_runs(client, ctx: SweepContext) -> None:
+    """Tune kills a trial's actor when ASHA stops it, on Ctrl+C, or when the actor dies, so the
+    trial's MLflow run never leaves its `with start_run` block and would show RUNNING forever.
+    Once the Tune run is over no trial is alive: mark such runs KILLED (a resumed trial's
+    `start_run` sets its run RUNNING again)."""
+    running = client.search_runs(
+        [ctx.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        client.set_terminated(run.info.run_id, "KILLED")
 
 
 def trainable(trial_cpus: float):
@@ -214,8 +233,6 @@ def run_sweep(
     frontier; returns the process exit status (1 when a trial failed)."""
     from mlflow import MlflowClient
 
-    from orchestrator.frontier_report import write_frontier
-
     base = build_config(sweep, {}, cli_overrides)
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -238,10 +255,14 @@ def run_sweep(
     )
     with console_to(log_file) as terminal:
         grid = run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal)
+    close_unfinished_runs(client, ctx)
     summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
     print(summary.table, flush=True)
     print(f"\nfrontier chart: {summary.chart}\nfrontier table: {summary.csv}", flush=True)
-    outcome = trial_outcomes(grid)
+    outcome = trial_outcomes(grid, planned_trials(sweep, points))
+    # The parent reads like its sweep: KILLED until a resume finishes it, FAILED if a trial did.
+    status = "KILLED" if outcome["unfinished"] else "FAILED" if outcome["failed"] else "FINISHED"
+    client.set_terminated(parent_id, status)
     for result in grid:
         if result.error is not None:
             print(f"failed trial: {result.path} ({type(result.error).__name__})", flush=True)
@@ -258,9 +279,21 @@ def run_sweep(
     return 1 if outcome["failed"] else 0
 
 
-def trial_outcomes(grid) -> dict[str, int]:
+def planned_trials(sweep, points) -> int:
+    """A grid runs one trial per point; an Optuna search runs `num_samples`."""
+    return len(points) or sweep.search.optuna.num_samples
+
+
+def trial_outcomes(grid, planned: int) -> dict[str, int]:
     """finished / stopped early (ASHA) / failed / unfinished (the sweep was interrupted)."""
-    outcome = {"finished": 0, "stopped early": 0, "failed": 0, "unfinished": 0}
+    # Tune creates trials lazily (max_concurrent_trials at a time), so a Ctrl+C between two
+    # trials leaves the later ones out of the grid altogether: they count as unfinished too.
+    outcome = {
+        "finished": 0,
+        "stopped early": 0,
+        "failed": 0,
+        "unfinished": max(0, planned - len(grid)),
+    }
     for result in grid:
         metrics = result.metrics or {}
         if result.error is not None:
@@ -288,7 +321,7 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     init_ray()
     create_lock_table()
-    board = create_board(len(points) or sweep.search.optuna.num_samples)
+    board = create_board(planned_trials(sweep, points))
     print("preparing the shared inputs: ingest, stand-in ViT, evaluator", file=terminal)
     with LiveView(board, stream=terminal):
         for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:

@@ -87,6 +87,7 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
     client = MlflowClient(mlflow_server.uri)
     parents, children = sweep_runs(client, "micro_a")
     assert len(parents) == 1 and len(children) == 2
+    assert {r.info.status for r in [*parents, *children]} == {"FINISHED"}
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.params["tokenizer.vf.foundation"] for c in children} == {"none", "standin"}
@@ -140,6 +141,9 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_serve
     assert finished_before >= 1
     if finished_before < 2:  # else the sweep had finished before the signal landed
         assert first.returncode == 130, first.stdout.read()[-4000:]
+    # The interrupted trial's actor died inside its MLflow run; the driver closed that run.
+    parents, children = sweep_runs(MlflowClient(mlflow_server.uri), "micro_b")
+    assert "RUNNING" not in {r.info.status for r in [*parents, *children]}
 
     second = run_frontier(cmd)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
@@ -149,3 +153,28 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_serve
     assert len(parents) == 1
     assert len(children) == 2
     assert sorted(c.data.params["tokenizer.vf.foundation"] for c in children) == ["none", "standin"]
+    assert {r.info.status for r in [*parents, *children]} == {"FINISHED"}
+
+
+def test_trials_never_started_count_as_unfinished():
+    """A Ctrl+C between two trials leaves the later ones out of Tune's result grid; the sweep must
+    still call itself interrupted (exit 130), not finished."""
+    from types import SimpleNamespace
+
+    from orchestrator.sweep import trial_outcomes
+
+    finished = SimpleNamespace(error=None, metrics={"point_done": 1})
+    stopped = SimpleNamespace(error=None, metrics={"done": True})
+    failed = SimpleNamespace(error=RuntimeError("boom"), metrics=None)
+    assert trial_outcomes([finished], planned=2) == {
+        "finished": 1,
+        "stopped early": 0,
+        "failed": 0,
+        "unfinished": 1,
+    }
+    assert trial_outcomes([finished, stopped, failed], planned=3) == {
+        "finished": 1,
+        "stopped early": 1,
+        "failed": 1,
+        "unfinished": 0,
+    }

@@ -24,7 +24,7 @@ from orchestrator.train.hooks import DebugHooks
 from orchestrator.train.inputs import (
     check_tokenizer_training,
     foundation_weights,
-    lpips_weights,
+    perceptual_loss_weights,
     use_gpu,
 )
 from orchestrator.train.loop import train_loop_per_worker
@@ -90,7 +90,7 @@ def train_tokenizer(
         num_rows=ingested.counts[split],
         inputs={
             "foundation_weights": foundation_weights(cfg, storage, ingested),
-            "lpips_weights": lpips_weights(cfg),
+            "lpips_weights": perceptual_loss_weights(cfg),
         },
         run_ref=run_ref,
         callbacks=callbacks,

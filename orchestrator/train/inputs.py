@@ -36,7 +36,7 @@ def foundation_weights(cfg: ExperimentConfig, storage: Storage, ingested) -> str
     return str(path)
 
 
-def lpips_weights(cfg: ExperimentConfig) -> list[str | None] | None:
+def perceptual_loss_weights(cfg: ExperimentConfig) -> list[str | None] | None:
     """[LPIPS weights, VGG16 backbone or None] for the perceptual term (None: the term is off).
 
     Resolved here, before any worker starts (`hub` downloads once): a missing file inside the

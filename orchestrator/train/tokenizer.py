@@ -46,7 +46,7 @@ VAVAE_PREFIX = "vavae."
 
 
 def build_lpips(files: list[str | None] | None) -> LPIPS | None:
-    """The frozen LPIPS network from resolved [weights, backbone] (`inputs.lpips_weights`);
+    """The frozen LPIPS network from resolved [weights, backbone] (`inputs.perceptual_loss_weights`);
     None = the perceptual term is off."""
     if files is None:
         return None
