@@ -35,6 +35,7 @@ log = logging.getLogger("ldm_frontier")
 SWEEP_TAG = "ldm.sweep"
 ROLE_TAG = "ldm.role"
 POINT_TAG = "ldm.point"
+INTERRUPTED = "interrupted: run the same command again to resume where it stopped"
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,15 @@ def run_sweep(
         to_dict(sweep), cli_overrides, storage.uri, tracking_uri, experiment_id, parent_id
     )
     with console_to(log_file) as terminal:
-        grid = run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal)
+        try:
+            grid = run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal)
+        except KeyboardInterrupt:  # before Tune took over Ctrl+C: preparing the shared inputs
+            grid = None
     close_unfinished_runs(client, ctx)
+    if grid is None:
+        client.set_terminated(parent_id, "KILLED")
+        print(INTERRUPTED, flush=True)
+        return 130
     summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
     print(summary.table, flush=True)
     print(f"\nfrontier chart: {summary.chart}\nfrontier table: {summary.csv}", flush=True)
@@ -274,7 +282,7 @@ def run_sweep(
     else:
         print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri}  (experiment `{experiment}`)")
     if outcome["unfinished"]:
-        print("interrupted: run the same command again to resume where it stopped", flush=True)
+        print(INTERRUPTED, flush=True)
         return 130
     return 1 if outcome["failed"] else 0
 

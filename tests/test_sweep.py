@@ -156,6 +156,25 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_serve
     assert {r.info.status for r in [*parents, *children]} == {"FINISHED"}
 
 
+def test_ctrl_c_while_preparing_exits_130_and_closes_the_parent_run(tmp_path, mlflow_server):
+    from orchestrator.sweep import INTERRUPTED
+
+    cmd = frontier_command(write_space(tmp_path, "micro_c"), tmp_path / "store", mlflow_server.uri)
+    sweep = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    for line in sweep.stdout:
+        if line.startswith("preparing the shared inputs"):  # Ray is up, Tune not yet
+            sweep.send_signal(signal.SIGINT)
+            break
+    output = sweep.communicate(timeout=180)[0]
+    assert sweep.returncode == 130, output[-4000:]
+    assert INTERRUPTED in output and "Traceback" not in output, output[-4000:]
+    parents, children = sweep_runs(MlflowClient(mlflow_server.uri), "micro_c")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert "RUNNING" not in {c.info.status for c in children}
+
+
 def test_trials_never_started_count_as_unfinished():
     """A Ctrl+C between two trials leaves the later ones out of Tune's result grid; the sweep must
     still call itself interrupted (exit 130), not finished."""
