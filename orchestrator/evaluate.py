@@ -21,6 +21,7 @@ from orchestrator.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.config import ExperimentConfig, stage_keys
 from orchestrator.evaluators import INCEPTION, EvaluatorSpec
 from orchestrator.generate import generate_samples
+from orchestrator.metrics_naming import reports_lpips
 from orchestrator.models import autoencoder_kwargs, read_weights
 from orchestrator.storage import Storage
 
@@ -236,12 +237,12 @@ def evaluate_tokenizer(
 
 
 def lpips_metric_weights(cfg: ExperimentConfig) -> list[str | None] | None:
-    """LPIPS is a metric only with real weights; `none` and `random_init` are not reported."""
+    """[LPIPS weights, VGG16 backbone or None] when LPIPS is reported (`reports_lpips`)."""
     from orchestrator.weights import lpips_files
 
-    loss = cfg.tokenizer.loss
-    if loss.lpips_weights in ("none", "random_init"):
+    if not reports_lpips(cfg):
         return None
+    loss = cfg.tokenizer.loss
     return list(lpips_files(loss.lpips_weights, loss.lpips_backbone_weights))
 
 

@@ -86,20 +86,15 @@ def find_or_create_parent(
     return run.info.run_id
 
 
-def find_child(client, ctx: SweepContext, point_key: str):
+def find_or_create_child(client, ctx: SweepContext, point_key: str, label: str) -> str:
+    """Idempotent per point: a restored or retried trial logs into the run it already had."""
     runs = client.search_runs(
         [ctx.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and tags.`{POINT_TAG}` = '{point_key}'",
         max_results=1,
     )
-    return runs[0] if runs else None
-
-
-def find_or_create_child(client, ctx: SweepContext, point_key: str, label: str) -> str:
-    """Idempotent per point: a restored or retried trial logs into the run it already had."""
-    found = find_child(client, ctx, point_key)
-    if found is not None:
-        return found.info.run_id
+    if runs:
+        return runs[0].info.run_id
     run = client.create_run(
         ctx.experiment_id,
         run_name=label,

@@ -23,7 +23,7 @@ from orchestrator.config import (
     stage_keys,
 )
 from orchestrator.config.space import build_config, expand
-from search_spaces import available, load_space
+from search_spaces import available, load_space, space_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -232,3 +232,17 @@ def test_asha_rounds_end_before_the_final_step(tmp_path):
     )
     cfg = build_config(load_sweep(space), {})
     assert intermediate_steps(cfg) == [300, 600]  # the last round, to 800, is the final run
+
+
+@pytest.mark.parametrize("weights", ["none", "random_init"])
+def test_lpips_is_an_objective_only_where_evaluation_reports_it(weights):
+    """`random_init` trains the perceptual term but is no metric: Optuna must not be offered it."""
+    from orchestrator.evaluate import lpips_metric_weights
+    from orchestrator.metrics_naming import reported_metrics
+
+    cfg = build_config(
+        load_space(str(space_path("smoke"))),
+        {"tokenizer.loss.lpips_weights": weights, "tokenizer.loss.perceptual_weight": 0.0},
+    )
+    assert "lpips" not in reported_metrics(cfg)
+    assert lpips_metric_weights(cfg) is None
