@@ -32,7 +32,6 @@ import ray
 import torch
 from safetensors.torch import load_file, save_file
 
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import PRESETS, ExperimentConfig, resolve, stage_keys
 from orchestrator.config.schema import EmbeddedDatasetConfig
 from orchestrator.data import (
@@ -46,8 +45,9 @@ from orchestrator.data.cache import shard_descriptors, shard_encoder_kwargs
 from orchestrator.data.encoder import ShardEncoder
 from orchestrator.data.parquet_io import read_table
 from orchestrator.data.shards import plan_shards
-from orchestrator.models import autoencoder_kwargs
-from orchestrator.storage import Storage
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.models import autoencoder_kwargs
+from orchestrator.storage.store import Storage
 from workloads.vavae import AutoencoderKL
 
 

@@ -7,7 +7,7 @@ functions, so the orchestrator can add DiT sampling + decoding to the same table
     .venv/bin/python benchmarks/eval_throughput.py --num-images 64 --threads 2
 
 `--generation` times sample generation instead (DiT sampling + tokenizer decoding, the per-chunk
-work of `orchestrator/generate.py`): the `debug_cpu` preset on CPU, or with `--device cuda` the
+work of `orchestrator/evaluation/generate.py`): the `debug_cpu` preset on CPU, or with `--device cuda` the
 paper preset (LightningDiT-XL/1, 32x16x16 latents, Euler 250 with shift and CFG, f16d32 decoder,
 random weights) with the images/s and the projected time of FID-50K on one GPU.
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from orchestrator.config import PRESETS, resolve, to_dict
-from orchestrator.models import autoencoder_kwargs, generator_kwargs
+from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs
 from workloads.datasets.embedded import CLASSES, EmbeddedDatasetSpec, render_image
 from workloads.dit import LatentStats, LightningDiT_models
 from workloads.generation import class_labels, decode_to_uint8, initial_noise
@@ -75,7 +75,7 @@ def embedded_images(num_images: int, image_size: int, seed: int = 0) -> torch.Te
 
 
 # =============================================================================================
-# Generation: DiT sampling + tokenizer decoding (the work of one chunk in orchestrator/generate.py)
+# Generation: DiT sampling + tokenizer decoding (the work of one chunk in orchestrator/evaluation/generate.py)
 # =============================================================================================
 FID_SAMPLES = 50_000
 

@@ -34,7 +34,7 @@ import torch
 
 from orchestrator.config import PRESETS, resolve
 from orchestrator.data.sampler import LatentBatchSampler
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
 from orchestrator.train import fit_stage
 from orchestrator.train.callbacks import MetricsFileCallback, read_metrics
 from workloads.dit import EMA, LatentStats, LightningDiT_models, RectifiedFlowObjective

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from orchestrator.config import ConfigError, SweepPoint, expand
-from orchestrator.plan import format_plan
+from orchestrator.sweep.plan import format_plan
 
 EXIT_USER_ERROR = 2
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_plan(sweep, points, Path(path)))
     if args.dry_run:
         return 0
-    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep.tune import run_sweep
 
     return run_sweep(sweep, points, overrides, resume=args.resume)
 

@@ -310,7 +310,7 @@ class TrainKit:
     @classmethod
     def fit(cls, cfg, workload: str, metrics_path, hooks=None):
         """`fit_stage` on the synthetic data, appending every report to `metrics_path`."""
-        from orchestrator.storage import Storage
+        from orchestrator.storage.store import Storage
         from orchestrator.train import fit_stage
         from orchestrator.train.callbacks import MetricsFileCallback
 

@@ -222,7 +222,7 @@ def test_bad_search_is_refused_before_anything_starts(tmp_path, case):
 
 
 def test_asha_rounds_end_before_the_final_step(tmp_path):
-    from orchestrator.pipeline import intermediate_steps
+    from orchestrator.sweep.pipeline import intermediate_steps
 
     space = tmp_path / "asha.yaml"
     space.write_text(
@@ -237,8 +237,8 @@ def test_asha_rounds_end_before_the_final_step(tmp_path):
 @pytest.mark.parametrize("weights", ["none", "random_init"])
 def test_lpips_is_an_objective_only_where_evaluation_reports_it(weights):
     """`random_init` trains the perceptual term but is no metric: Optuna must not be offered it."""
-    from orchestrator.evaluate import lpips_metric_weights
-    from orchestrator.metrics_naming import reported_metrics
+    from orchestrator.evaluation.jobs import lpips_metric_weights
+    from orchestrator.evaluation.naming import reported_metrics
 
     cfg = build_config(
         load_space(str(space_path("smoke"))),

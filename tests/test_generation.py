@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from orchestrator.config import PRESETS, resolve
-from orchestrator.generate import (
+from orchestrator.evaluation.generate import (
     CHUNKS,
     MANIFEST,
     PLAN,
@@ -24,8 +24,8 @@ from orchestrator.generate import (
     load_samples,
     sample_grid,
 )
-from orchestrator.models import autoencoder_kwargs, generator_kwargs
-from orchestrator.storage import Storage
+from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs
+from orchestrator.storage.store import Storage
 from workloads.dit import LatentStats, LightningDiT_models
 from workloads.generation import class_labels, decode_to_uint8, initial_noise
 from workloads.vavae import AutoencoderKL

@@ -16,7 +16,7 @@ from orchestrator.config import PRESETS, ExperimentConfig, resolve
 from orchestrator.config.schema import EmbeddedDatasetConfig
 from orchestrator.data import IngestError, image_dataset, ingest
 from orchestrator.data.listing import discover_classes
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
 from workloads.datasets.decode import decode_file
 from workloads.datasets.transforms import adm_preprocess
 

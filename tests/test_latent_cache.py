@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import PRESETS, ExperimentConfig, resolve, stage_keys
 from orchestrator.config.schema import LatentCacheConfig, TokenizerArchConfig
 from orchestrator.data import (
@@ -32,7 +31,8 @@ from orchestrator.data import (
 from orchestrator.data.encoder import encode_moments, stats_noise
 from orchestrator.data.images import load_images
 from orchestrator.data.shards import ChannelMoments, plan_shards
-from orchestrator.storage import Storage
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.store import Storage
 from workloads.dit.latent_norm import LatentStats
 from workloads.vavae import AutoencoderKL
 
@@ -256,7 +256,7 @@ import json, sys
 import ray
 from orchestrator.config import from_dict, ExperimentConfig
 from orchestrator.data import IngestResult, build_latent_cache
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
 
 args = json.loads(sys.argv[1])
 ray.init(address=args["address"], log_to_driver=False)

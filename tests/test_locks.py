@@ -6,7 +6,7 @@ import time
 
 import ray
 
-from orchestrator.locks import LockTable
+from orchestrator.sweep.locks import LockTable
 
 
 def test_lease_excludes_others_until_released_or_expired(ray_local):

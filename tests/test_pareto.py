@@ -6,7 +6,7 @@ import csv
 import io
 import math
 
-from orchestrator.pareto import (
+from orchestrator.evaluation.pareto import (
     FrontierRow,
     frontier_axes,
     frontier_csv,

@@ -157,7 +157,7 @@ def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_serve
 
 
 def test_ctrl_c_while_preparing_exits_130_and_closes_the_parent_run(tmp_path, mlflow_server):
-    from orchestrator.sweep import INTERRUPTED
+    from orchestrator.sweep.tune import INTERRUPTED
 
     cmd = frontier_command(write_space(tmp_path, "micro_c"), tmp_path / "store", mlflow_server.uri)
     sweep = subprocess.Popen(
@@ -180,7 +180,7 @@ def test_trials_never_started_count_as_unfinished():
     still call itself interrupted (exit 130), not finished."""
     from types import SimpleNamespace
 
-    from orchestrator.sweep import trial_outcomes
+    from orchestrator.sweep.tune import trial_outcomes
 
     finished = SimpleNamespace(error=None, metrics={"point_done": 1})
     stopped = SimpleNamespace(error=None, metrics={"done": True})

@@ -94,11 +94,11 @@ def test_train_tokenizer_stages_mlflow_and_done(train_kit, tmp_path):
     metrics in MLflow from rank 0, a DONE marker, and a rerun that skips the finished stage."""
     from mlflow import MlflowClient
 
-    from orchestrator.artifacts import Artifacts
     from orchestrator.config import stage_keys
     from orchestrator.config.schema import TokenizerStageConfig
     from orchestrator.data import ingest
-    from orchestrator.storage import Storage
+    from orchestrator.storage.artifacts import Artifacts
+    from orchestrator.storage.store import Storage
     from orchestrator.train import train_tokenizer
     from orchestrator.train.callbacks import MetricsFileCallback
 

@@ -4,7 +4,7 @@ Sample `i` of a run is a function of (seed, i) and the models alone: its initial
 class label are drawn from random streams keyed by the index, never from a shared stream that
 advances as batches go by. Which worker produces a sample, and when, therefore does not change it.
 What still can is the batch it is computed in (matmul reductions depend on the batch shape and
-the thread count), so callers fix the batch composition (see `orchestrator/generate.py`: fixed
+the thread count), so callers fix the batch composition (see `orchestrator/evaluation/generate.py`: fixed
 chunks of the index range) and the torch thread count.
 
 Seeding scheme (recorded in every sample manifest as `RNG_SCHEME`): the stream of index `i` is

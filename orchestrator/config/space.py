@@ -101,7 +101,7 @@ def _check_optuna(opt: OptunaConfig, base: ExperimentConfig) -> None:
             raise ConfigError(path, f"needs {'0 < ' if kind == 'loguniform' else ''}low < high")
     if len(opt.metrics) != len(opt.modes) or not opt.metrics:
         raise ConfigError("search.optuna.modes", "needs one mode per metric (and a metric)")
-    from orchestrator.metrics_naming import reported_metrics  # it imports this package
+    from orchestrator.evaluation.naming import reported_metrics  # it imports this package
 
     reported = reported_metrics(base)
     for name in opt.metrics:

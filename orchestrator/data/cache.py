@@ -23,7 +23,6 @@ import pyarrow as pa
 import ray
 from safetensors.torch import load_file
 
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
 from orchestrator.data.encoder import RayShardEncoder
 from orchestrator.data.ingest import IngestResult
@@ -46,8 +45,9 @@ from orchestrator.data.shards import (
     remove_temporaries,
     shard_file_name,
 )
-from orchestrator.models import autoencoder_kwargs
-from orchestrator.storage import Storage
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.models import autoencoder_kwargs
+from orchestrator.storage.store import Storage
 
 log = logging.getLogger("ldm_frontier.data")
 

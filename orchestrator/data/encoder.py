@@ -31,7 +31,7 @@ from orchestrator.data.shards import (
     tensor_column,
     to_storage,
 )
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
 from workloads.vavae import AutoencoderKL, load_autoencoder_weights
 
 

@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import ExperimentConfig, stage_keys
 from orchestrator.data.listing import (
     ClassIndex,
@@ -35,7 +34,8 @@ from orchestrator.data.listing import (
     list_split,
 )
 from orchestrator.data.parquet_io import write_table
-from orchestrator.storage import Storage
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.store import Storage
 from workloads.datasets.decode import decode_file
 from workloads.datasets.embedded import EmbeddedDatasetSpec, write_embedded_dataset
 

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
-from orchestrator.storage import Storage, open_input
+from orchestrator.storage.store import Storage, open_input
 from workloads.dit.latent_norm import LatentStats
 
 SCHEMA_VERSION = 1

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
 
 
 def table_bytes(table: pa.Table, **write_options) -> bytes:

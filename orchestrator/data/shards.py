@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from orchestrator.data.parquet_io import read_schema_metadata
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
 
 MOMENTS = ("mean", "logvar")
 FLIPPED_MOMENTS = ("mean_flip", "logvar_flip")

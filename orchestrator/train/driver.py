@@ -16,9 +16,9 @@ import ray.train
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import ExperimentConfig, stage_keys, to_dict
-from orchestrator.storage import Storage
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.store import Storage
 from orchestrator.train.guard import NonFiniteError
 from orchestrator.train.hooks import DebugHooks
 from orchestrator.train.inputs import (
@@ -209,7 +209,7 @@ def checkpoint_ema_weights(cfg: ExperimentConfig, storage: Storage) -> tuple[int
     intermediate evaluation samples from while training goes on in rounds."""
     from pathlib import Path
 
-    from orchestrator.models import build_generator
+    from orchestrator.storage.models import build_generator
     from orchestrator.train.generator import EMA_EXTRA
     from orchestrator.train.state import load_extra
     from workloads.dit import EMA

@@ -16,7 +16,7 @@ import torch
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.data.sampler import LatentBatchSampler
-from orchestrator.models import build_generator
+from orchestrator.storage.models import build_generator
 from orchestrator.train.engine import gathered_named_parameters
 from orchestrator.train.guard import SkippableAdamW
 from orchestrator.train.plan import StagePlan

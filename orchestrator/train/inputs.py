@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ray
 
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
-from orchestrator.storage import Storage
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.store import Storage
 
 
 def foundation_weights(cfg: ExperimentConfig, storage: Storage, ingested) -> str:
@@ -42,7 +42,7 @@ def perceptual_loss_weights(cfg: ExperimentConfig) -> list[str | None] | None:
     Resolved here, before any worker starts (`hub` downloads once): a missing file inside the
     workers would be retried `resources.max_failures` times.
     """
-    from orchestrator.weights import lpips_files
+    from orchestrator.storage.weights import lpips_files
 
     loss = cfg.tokenizer.loss
     if loss.perceptual_weight == 0 or loss.lpips_weights == "none":

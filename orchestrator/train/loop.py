@@ -28,8 +28,8 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from orchestrator import progress
-from orchestrator.tracking import RunLogger
+from orchestrator.sweep import progress
+from orchestrator.sweep.tracking import RunLogger
 from orchestrator.train.batches import optimizer_steps
 from orchestrator.train.engine import (
     EngineSpec,

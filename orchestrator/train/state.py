@@ -26,8 +26,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from orchestrator.artifacts import EXPORT_DIR
-from orchestrator.storage import Storage
+from orchestrator.storage.artifacts import EXPORT_DIR
+from orchestrator.storage.store import Storage
 
 DEEPSPEED_DIR = "deepspeed"
 # Every Ray checkpoint is its own directory, so one fixed DeepSpeed tag suffices.

@@ -30,7 +30,7 @@ from torch import nn
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.schema import VFLossConfig
-from orchestrator.models import autoencoder_kwargs
+from orchestrator.storage.models import autoencoder_kwargs
 from orchestrator.train.guard import SkippableAdam
 from orchestrator.train.plan import StagePlan
 from orchestrator.train.state import Extra

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, SweepPoint, latent_grid
-from orchestrator.metrics_naming import generation_metric_label
+from orchestrator.evaluation.naming import generation_metric_label
 
 
 def training_length(steps: int | None, epochs: float | None) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, build_config, point_label
-from orchestrator.pareto import (
+from orchestrator.evaluation.pareto import (
     LOWER_IS_BETTER,
     FrontierRow,
     frontier_axes,
@@ -18,8 +18,8 @@ from orchestrator.pareto import (
     mark_front,
     plot_frontier,
 )
-from orchestrator.plan import table
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
+from orchestrator.sweep.plan import table
 
 PARAM_COLUMNS = ("d", "vf", "m1", "m2", "vf_weight")
 # Table order: reconstruction first, then generation, then the latent-space proxies.

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import ExperimentConfig
-from orchestrator.metrics_naming import uses_inception
-from orchestrator.storage import Storage
-from orchestrator.weights import inception_file
+from orchestrator.evaluation.naming import uses_inception
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.store import Storage
+from orchestrator.storage.weights import inception_file
 
 INCEPTION = "inception"
 PROXY = "proxy"

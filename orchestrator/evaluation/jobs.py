@@ -17,13 +17,13 @@ import numpy as np
 import ray
 import torch
 
-from orchestrator.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.config import ExperimentConfig, stage_keys
-from orchestrator.evaluators import INCEPTION, EvaluatorSpec
-from orchestrator.generate import generate_samples
-from orchestrator.metrics_naming import reports_lpips
-from orchestrator.models import autoencoder_kwargs, read_weights
-from orchestrator.storage import Storage
+from orchestrator.evaluation.evaluators import INCEPTION, EvaluatorSpec
+from orchestrator.evaluation.generate import generate_samples
+from orchestrator.evaluation.naming import reports_lpips
+from orchestrator.storage.artifacts import EMA_WEIGHTS, Artifacts
+from orchestrator.storage.models import autoencoder_kwargs, read_weights
+from orchestrator.storage.store import Storage
 
 # ADM compares samples against a 10K-image reference batch for precision/recall.
 PR_REFERENCE_IMAGES = 10_000
@@ -238,7 +238,7 @@ def evaluate_tokenizer(
 
 def lpips_metric_weights(cfg: ExperimentConfig) -> list[str | None] | None:
     """[LPIPS weights, VGG16 backbone or None] when LPIPS is reported (`reports_lpips`)."""
-    from orchestrator.weights import lpips_files
+    from orchestrator.storage.weights import lpips_files
 
     if not reports_lpips(cfg):
         return None
@@ -250,7 +250,7 @@ def reconstruction_grid(cfg, storage: Storage, rel: str, ingested, tensors) -> s
     """Originals (top row) over reconstructions (bottom row) of the first validation images."""
     from orchestrator.data.images import load_images
     from orchestrator.data.parquet_io import read_table
-    from orchestrator.generate import sample_grid
+    from orchestrator.evaluation.generate import sample_grid
     from workloads.vavae import AutoencoderKL, load_autoencoder_weights
 
     index = read_table(ingested.index_paths[cfg.dataset.val_split], columns=["path"]).slice(
@@ -417,7 +417,7 @@ def evaluate_generator(
     evaluator: EvaluatorSpec,
 ) -> dict:
     """Generate `evaluation.num_samples` samples (distributed, resumable) and score them."""
-    from orchestrator.generate import sample_grid
+    from orchestrator.evaluation.generate import sample_grid
     from workloads.metrics.eval_spec import metric_label
     from workloads.metrics.frechet import FeatureStats, frechet_distance
     from workloads.metrics.precision_recall import precision_recall

@@ -26,9 +26,9 @@ from orchestrator.config import (
     to_dict,
 )
 from orchestrator.config.loading import from_dict
-from orchestrator.frontier_report import trial_overrides, write_frontier
-from orchestrator.storage import Storage
-from orchestrator.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
+from orchestrator.evaluation.report import trial_overrides, write_frontier
+from orchestrator.storage.store import Storage
+from orchestrator.sweep.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
 
 log = logging.getLogger("ldm_frontier")
 
@@ -113,7 +113,7 @@ def run_trial(trial_config: dict) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator import pipeline
+    from orchestrator.sweep import pipeline
 
     ctx = SweepContext(**trial_config["ctx"])
     overrides = trial_overrides(trial_config)
@@ -312,9 +312,9 @@ def trial_outcomes(grid, planned: int) -> dict[str, int]:
 
 def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
     """Shared inputs first (built once, before trials race for them), then the Tune run."""
-    from orchestrator import pipeline
-    from orchestrator.locks import create_lock_table
-    from orchestrator.progress import LiveView, create_board
+    from orchestrator.sweep import pipeline
+    from orchestrator.sweep.locks import create_lock_table
+    from orchestrator.sweep.progress import LiveView, create_board
 
     # Tune's new console output prints banners even at verbose=0; the legacy one is silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

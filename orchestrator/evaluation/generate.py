@@ -33,8 +33,8 @@ import torch
 from PIL import Image
 
 from orchestrator.config import ExperimentConfig, resolve, to_dict
-from orchestrator.models import autoencoder_kwargs, generator_kwargs, read_weights
-from orchestrator.storage import Storage
+from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
+from orchestrator.storage.store import Storage
 from workloads.dit import LatentStats, LightningDiT_models, load_lightningdit_checkpoint
 from workloads.generation import RNG_SCHEME, class_labels, generate_chunk
 from workloads.samplers import SamplerSpec

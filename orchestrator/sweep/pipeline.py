@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from orchestrator import progress
-from orchestrator.artifacts import Artifacts
 from orchestrator.config import (
     ExperimentConfig,
     dump_yaml,
@@ -27,10 +25,12 @@ from orchestrator.config import (
     stage_keys,
     to_dict,
 )
-from orchestrator.evaluators import EvaluatorSpec, prepare_evaluator
-from orchestrator.locks import stage_lock
-from orchestrator.storage import Storage
-from orchestrator.tracking import RunLogger, RunRef
+from orchestrator.evaluation.evaluators import EvaluatorSpec, prepare_evaluator
+from orchestrator.storage.artifacts import Artifacts
+from orchestrator.storage.store import Storage
+from orchestrator.sweep import progress
+from orchestrator.sweep.locks import stage_lock
+from orchestrator.sweep.tracking import RunLogger, RunRef
 
 log = logging.getLogger("ldm_frontier.pipeline")
 
@@ -121,7 +121,7 @@ def run_point(
     and each round's `fd_intermediate` goes to `on_intermediate` (Tune's report, for ASHA).
     """
     from orchestrator.data import build_latent_cache, tokenizer_identity
-    from orchestrator.evaluate import evaluate_generator, evaluate_tokenizer
+    from orchestrator.evaluation.jobs import evaluate_generator, evaluate_tokenizer
     from orchestrator.train import train_generator, train_tokenizer
 
     name = point_label(cfg)
@@ -234,7 +234,10 @@ def generator_round(
     None when the step cannot be scored any more: the run already went past it without a stored
     score (say, it finished before the sweep turned ASHA on).
     """
-    from orchestrator.evaluate import intermediate_generator_metric, stored_intermediate_metric
+    from orchestrator.evaluation.jobs import (
+        intermediate_generator_metric,
+        stored_intermediate_metric,
+    )
     from orchestrator.train import train_generator
     from orchestrator.train.driver import checkpoint_ema_weights, finished_result, latest_checkpoint
 

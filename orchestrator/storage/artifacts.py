@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.storage import Storage
+from orchestrator.storage.store import Storage
 
 DONE = "DONE.json"
 # A training run's world-size-independent export, what later stages consume.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from orchestrator.config import ExperimentConfig, to_dict
-from orchestrator.storage import open_input
+from orchestrator.storage.store import open_input
 
 
 def autoencoder_kwargs(cfg: ExperimentConfig) -> dict:
