@@ -93,10 +93,17 @@ def main(argv: list[str] | None = None) -> int:
         points: list[SweepPoint] = (
             expand(sweep, overrides) if sweep.search.algorithm == "grid" else []
         )
+        configs = [p.config for p in points]
         if sweep.search.algorithm == "optuna":
             from orchestrator.config import build_config
 
-            build_config(sweep, {}, overrides)
+            configs = [build_config(sweep, {}, overrides)]
+        if not args.dry_run:
+            # Checkpoints from outside are read and checked whole before anything starts; a dry
+            # run only lists the ones it cannot read (it may run away from the cluster's files).
+            from orchestrator.storage.pretrained import check_inputs
+
+            check_inputs(configs)
     except ConfigError as err:
         print(f"error: {args.space}: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

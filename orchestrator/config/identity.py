@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from orchestrator.config.loading import content_hash, to_dict
 from orchestrator.config.schema import ExperimentConfig, TrainingConfig
+from orchestrator.storage.store import content_digest
 
 _EXECUTION_ONLY_TRAINING = (
     "log_every",
@@ -36,6 +37,14 @@ def _without(section: object, *keys: str) -> dict:
     for key in keys:
         data.pop(key)
     return data
+
+
+def file_identity(path: str) -> str:
+    """A file from outside by its content, so a changed file is a new point and a moved one is
+    not. An unreadable file (a dry run away from the cluster) keys by its path; a real run
+    stops before any stage (`storage.pretrained.check_inputs`)."""
+    digest = content_digest(path)
+    return f"sha256:{digest}" if digest is not None else f"unread:{path}"
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,17 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
         "training": _training_identity(tok.training),
         "stages": to_dict(tok.stages),
     }
-    tokenizer = content_hash({"dataset": dataset, "seed": cfg.seed, "tokenizer": tokenizer_section})
+    if tok.init_from is not None:
+        tokenizer_section["init_from"] = file_identity(tok.init_from)
+    if tok.pretrained is not None:
+        # Nothing is trained: the file and the architecture it is loaded into are the tokenizer.
+        # The dataset stays in the key because evaluation and cache keys derive from this one.
+        pretrained = {"pretrained": file_identity(tok.pretrained), "arch": to_dict(tok.arch)}
+        tokenizer = content_hash({"dataset": dataset, "tokenizer": pretrained})
+    else:
+        tokenizer = content_hash(
+            {"dataset": dataset, "seed": cfg.seed, "tokenizer": tokenizer_section}
+        )
     ev = cfg.evaluation
     recon_eval = {
         "images": ev.tokenizer_num_images,
@@ -89,7 +108,18 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
         "latent_norm": gen.latent_norm,
         "latent_multiplier": gen.latent_multiplier,
     }
-    generator = content_hash({"cache": cache, "seed": cfg.seed, "generator": generator_section})
+    if gen.pretrained is not None:
+        # No cache and no training: the file, its latent statistics and how it is sampled.
+        generator_section = {
+            "pretrained": file_identity(gen.pretrained),
+            "latent_stats": file_identity(gen.latent_stats_file) if gen.latent_norm else None,
+            "model": to_dict(gen.model),
+            "latent_norm": gen.latent_norm,
+            "latent_multiplier": gen.latent_multiplier,
+        }
+        generator = content_hash({"tokenizer": tokenizer, "generator": generator_section})
+    else:
+        generator = content_hash({"cache": cache, "seed": cfg.seed, "generator": generator_section})
     gen_eval = {
         "sampler": to_dict(cfg.sampler),
         "eval": _without(

@@ -13,6 +13,7 @@ and cached by its identity). `lpips_weights: none` runs without LPIPS (perceptua
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,6 +71,8 @@ class TokenizerArchConfig:
     ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (16,)
+    # Null = the decoder's levels attend where the encoder's do; MAR's KL-16 has `[]` here.
+    decoder_attn_resolutions: tuple[int, ...] | None = None
     dropout: float = 0.0
     in_channels: int = 3
     out_ch: int = 3
@@ -96,6 +99,9 @@ class VFLossConfig:
     vf_weight: float = 0.1
     cos_weight: float = 1.0
     distmat_weight: float = 1.0
+    # Freeze the VF projection (`linear_proj`) at its initial or loaded weights: the
+    # reference's `proj_fix`, for fine-tuning from a tokenizer whose projection is already aligned.
+    proj_fix: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -169,6 +175,14 @@ class TokenizerConfig:
     # Empty = one stage of `training`'s length with the values above (the 50-epoch tokenizers of
     # Tab. 2). The released tokenizer used three stages (100/15/15 epochs); see paper_release.yaml.
     stages: tuple[TokenizerStageConfig, ...] = ()
+    # A tokenizer file from outside (path or URI): the released VA-VAE `.pt`, an SD-VAE
+    # `.ckpt`/`.safetensors` (LDM or diffusers keys), MAR's `kl16.ckpt`, or one of our exports.
+    # Loaded strictly into `arch` and used as is: no tokenizer training. The stage key hashes
+    # the file's content, so a changed file is a new point.
+    pretrained: str | None = None
+    # The same kinds of file as the first stage's starting weights (the reference's
+    # `init_weight`: fine-tuning on one's own data); training then runs as configured.
+    init_from: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +264,23 @@ class GeneratorConfig:
     )
     latent_norm: bool = True
     latent_multiplier: float = 1.0
+    # A LightningDiT file from outside (the released `.pt` with `ema`/`model` entries, a bare
+    # state dict or our `ema.safetensors`): no generator training, no latent cache; generation
+    # and evaluation run with `sampler`. Its latent statistics (the reference's
+    # `latents_stats.pt`, {mean, std} of shape (1, C, 1, 1)) come from
+    # `pretrained_latent_stats`; null = `latents_stats.pt` in the checkpoint's directory.
+    pretrained: str | None = None
+    pretrained_latent_stats: str | None = None
+
+    @property
+    def latent_stats_file(self) -> str | None:
+        """Where a pretrained generator's latent statistics are read (None: not pretrained)."""
+        if self.pretrained is None:
+            return None
+        if self.pretrained_latent_stats is not None:
+            return self.pretrained_latent_stats
+        # posixpath, not pathlib: `s3://bucket/dir/x.pt` keeps its scheme.
+        return posixpath.join(posixpath.dirname(self.pretrained), "latents_stats.pt")
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,15 +42,22 @@ class SweepPoint:
 def point_label(cfg: ExperimentConfig) -> str:
     """Short human label, e.g. `d32 vf=dinov2 m1=0.5 m2=0.25 w=0.1`."""
     tok = cfg.tokenizer
-    parts = [f"d{tok.arch.embed_dim}", f"vf={tok.vf.foundation}"]
-    if tok.vf.enabled:
+    if tok.pretrained is not None:
+        parts = [f"d{tok.arch.embed_dim}", f"pretrained={Path(tok.pretrained).name}"]
+    else:
+        parts = [f"d{tok.arch.embed_dim}", f"vf={tok.vf.foundation}"]
+    if tok.vf.enabled and tok.pretrained is None:
         parts += [
             f"m1={tok.vf.cos_margin:g}",
             f"m2={tok.vf.distmat_margin:g}",
             f"w={tok.vf.vf_weight:g}",
         ]
-    if tok.stages:
+    if tok.stages and tok.pretrained is None:
         parts.append("stages=" + "/".join(s.name for s in tok.stages))
+    if tok.init_from is not None:
+        parts.append(f"init={Path(tok.init_from).name}")
+    if cfg.generator.pretrained is not None:
+        parts.append(f"gen={Path(cfg.generator.pretrained).name}")
     return " ".join(parts)
 
 

@@ -222,6 +222,14 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
         _in_range(beta, 0.0, 1.0, f"tokenizer.optimizer.betas[{i}]", hi_open=True)
     _check_training(tok.training, "tokenizer.training")
 
+    if tok.pretrained is not None and tok.init_from is not None:
+        raise ConfigError(
+            "tokenizer.init_from",
+            "is set together with tokenizer.pretrained; a pretrained tokenizer is not trained",
+        )
+    if vf.proj_fix and not vf.enabled:
+        raise ConfigError("tokenizer.vf.proj_fix", "needs a VF loss (foundation is `none`)")
+
     names = [stage.name for stage in tok.stages]
     if len(set(names)) != len(names):
         raise ConfigError("tokenizer.stages", f"stage names must be unique, got {names}")
@@ -290,6 +298,10 @@ def _check_generator(cfg: ExperimentConfig) -> None:
         allow_zero=True,
     )
     _positive(gen.latent_multiplier, "generator.latent_multiplier")
+    if gen.pretrained_latent_stats is not None and gen.pretrained is None:
+        raise ConfigError(
+            "generator.pretrained_latent_stats", "is set but generator.pretrained is not"
+        )
     _check_training(gen.training, "generator.training")
     if cfg.sampler.cfg_channels is not None and cfg.sampler.cfg_channels > embed_dim:
         raise ConfigError(

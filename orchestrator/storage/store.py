@@ -8,6 +8,8 @@ files are atomic (write to a temporary name, then rename), so a reader never see
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import posixpath
@@ -15,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
@@ -27,6 +30,32 @@ def open_input(path: str):
     else:
         filesystem, location = pafs.LocalFileSystem(), str(Path(path).expanduser().resolve())
     return filesystem.open_input_stream(location)
+
+
+def content_digest(path: str) -> str | None:
+    """sha256 of a file's content (local path or URI), or None when it cannot be read.
+
+    Stage keys of points built from outside checkpoints hash the file, and keys are computed
+    often: a local file is hashed once per (size, mtime), a remote one once per process.
+    """
+    try:
+        if "://" in path:
+            stamp = None
+        else:
+            stat = Path(path).expanduser().resolve().stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+        return _digest(path, stamp)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, stamp: tuple[int, int] | None) -> str:
+    digest = hashlib.sha256()
+    with open_input(path) as stream:
+        for chunk in iter(lambda: stream.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

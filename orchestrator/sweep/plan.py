@@ -12,8 +12,14 @@ def training_length(steps: int | None, epochs: float | None) -> str:
     return f"{steps} steps" if steps is not None else f"{epochs:g} ep"
 
 
+# Shown in place of a training length (and its settings) for weights loaded from outside.
+PRETRAINED = "pretrained"
+
+
 def tokenizer_length(cfg: ExperimentConfig) -> str:
     tok = cfg.tokenizer
+    if tok.pretrained is not None:
+        return PRETRAINED
     if not tok.stages:
         return training_length(tok.training.steps, tok.training.epochs)
     return "+".join(training_length(s.steps, s.epochs) for s in tok.stages)
@@ -38,20 +44,33 @@ def point_row(point: SweepPoint) -> list[str]:
     cfg, keys = point.config, point.keys
     tok = cfg.tokenizer
     grid = latent_grid(cfg)
+    gen = cfg.generator
+    # VF settings shape a trained tokenizer only; a pretrained generator needs no latent cache.
+    vf = (
+        ["-"] * 4
+        if tok.pretrained is not None
+        else [
+            tok.vf.foundation,
+            f"{tok.vf.cos_margin:g}",
+            f"{tok.vf.distmat_margin:g}",
+            f"{tok.vf.vf_weight:g}",
+        ]
+    )
     return [
         str(point.index),
         f"{cfg.dataset.resolution}px f{tok.arch.downsample_factor}",
         f"{tok.arch.embed_dim}",
-        tok.vf.foundation,
-        f"{tok.vf.cos_margin:g}",
-        f"{tok.vf.distmat_margin:g}",
-        f"{tok.vf.vf_weight:g}",
+        *vf,
         tokenizer_length(cfg),
         keys.tokenizer[:8],
         f"{grid}x{grid}x{tok.arch.embed_dim}",
-        keys.cache[:8],
-        cfg.generator.model.name,
-        training_length(cfg.generator.training.steps, cfg.generator.training.epochs),
+        "-" if gen.pretrained is not None else keys.cache[:8],
+        gen.model.name,
+        (
+            PRETRAINED
+            if gen.pretrained is not None
+            else training_length(gen.training.steps, gen.training.epochs)
+        ),
         keys.generator[:8],
         generation_metric_label(cfg),
         f"{cfg.sampler.method} {cfg.sampler.num_steps} cfg{cfg.sampler.cfg_scale:g}",
@@ -97,6 +116,7 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         lines.append(table(HEADERS, [point_row(p) for p in points]))
         first = points[0].config
         lines.append(f"storage: {first.storage}   dataset: {dataset_summary(first)}")
+        lines.extend(pretrained_files(points))
     else:
         opt = sweep.search.optuna
         lines.append(
@@ -106,6 +126,30 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         rows = [[key, str(spec)] for key, spec in opt.space.items()]
         lines.append(table(["key", "distribution"], rows))
     return "\n".join(lines)
+
+
+def pretrained_files(points: list[SweepPoint]) -> list[str]:
+    """One line per checkpoint from outside: its content hash, or that it cannot be read here
+    (a run checks every one before it starts and stops with exit 2)."""
+    from orchestrator.storage.store import content_digest
+
+    files: dict[str, str] = {}
+    for point in points:
+        tok, gen = point.config.tokenizer, point.config.generator
+        for key, uri in (
+            ("tokenizer.pretrained", tok.pretrained),
+            ("tokenizer.init_from", tok.init_from),
+            ("generator.pretrained", gen.pretrained),
+            ("generator latent stats", gen.latent_stats_file if gen.latent_norm else None),
+        ):
+            if uri is not None:
+                files.setdefault(uri, key)
+    lines = []
+    for uri, key in files.items():
+        digest = content_digest(uri)
+        state = f"sha256 {digest}" if digest else "NOT READABLE HERE (a run stops with exit 2)"
+        lines.append(f"{key}: {uri}  {state}")
+    return lines
 
 
 def dataset_summary(cfg: ExperimentConfig) -> str:

@@ -118,18 +118,29 @@ class TokenizerWorkload:
     # ------------------------------------------------------------------ model and objective
     def new_vavae(self) -> VAVAE:
         loss = self.cfg.tokenizer.loss
-        return VAVAE(
+        vavae = VAVAE(
             vf_feature_dim=None if self.foundation is None else self.foundation.embed_dim,
             disc_ndf=loss.disc_ndf,
             disc_layers=loss.disc_num_layers,
             **autoencoder_kwargs(self.cfg),
         )
+        if self.cfg.tokenizer.vf.proj_fix:
+            vavae.fix_projection()
+        return vavae
 
     def build(self, stage_index: int, weights: dict[str, torch.Tensor] | None) -> ModelBundle:
         step_module = VAVAETrainingStep(self.new_vavae())
         if weights is not None:
             # Each stage starts from the previous stage's weights (the reference's init_weight).
             load_full_weights(step_module, weights)
+        elif self.cfg.tokenizer.init_from is not None:
+            # A fresh run from a tokenizer of ours or a released one (checked before the sweep
+            # started); every worker reads the file itself, from shared storage or a URI.
+            from orchestrator.storage.pretrained import initial_tokenizer_weights
+
+            step_module.vavae.load_initial_weights(
+                initial_tokenizer_weights(self.cfg), self.cfg.tokenizer.init_from
+            )
         step_module.objective = self._objectives[stage_index]
         step_module.to(self.device)
         vavae = step_module.vavae

@@ -204,6 +204,7 @@ class AutoencoderKL(nn.Module):
         z_channels: int | None = None,
         double_z: bool = True,
         dropout: float = 0.0,
+        decoder_attn_resolutions: Sequence[int] | None = None,
     ):
         super().__init__()
         if not double_z:
@@ -222,6 +223,9 @@ class AutoencoderKL(nn.Module):
             "z_channels": z_channels,
             "double_z": double_z,
             "dropout": dropout,
+            "decoder_attn_resolutions": (
+                None if decoder_attn_resolutions is None else tuple(decoder_attn_resolutions)
+            ),
         }
         self.embed_dim = embed_dim
         self.in_channels = in_channels
@@ -241,7 +245,10 @@ class AutoencoderKL(nn.Module):
             ch=ch,
             ch_mult=ch_mult,
             num_res_blocks=num_res_blocks,
-            attn_resolutions=attn_resolutions,
+            # MAR's KL-16 has encoder attention at 16 and none in its decoder's levels.
+            attn_resolutions=(
+                attn_resolutions if decoder_attn_resolutions is None else decoder_attn_resolutions
+            ),
             resolution=resolution,
             out_ch=out_ch,
             z_channels=z_channels,

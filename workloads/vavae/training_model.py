@@ -62,6 +62,31 @@ class VAVAE(AutoencoderKL):
         else:
             self.linear_proj = None
 
+    def fix_projection(self) -> None:
+        """Freeze ``linear_proj`` (the reference's ``proj_fix``) by turning its weight into a
+        buffer: the key stays ``linear_proj.weight``, no optimizer sees it, and DeepSpeed's
+        consolidated checkpoints carry it (they hold buffers, not frozen parameters)."""
+        if self.linear_proj is None:
+            raise ValueError("proj_fix needs the VF projection (vf_feature_dim is None)")
+        weight = self.linear_proj.weight.detach().clone()
+        del self.linear_proj.weight
+        self.linear_proj.register_buffer("weight", weight)
+
+    def load_initial_weights(self, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
+        """Start training from another tokenizer (the reference's ``init_weight``): the
+        autoencoder strictly; the projection, discriminator and ``logvar`` each strictly when the
+        file has that group (a file without them leaves them freshly initialised). Returns the
+        groups loaded."""
+        load_owned_state_dict(self, tensors, INFERENCE_PREFIXES, source)
+        loaded = ["autoencoder"]
+        for group in ("linear_proj.", "loss.discriminator.", "loss.logvar"):
+            if group == "linear_proj." and self.linear_proj is None:
+                continue
+            if any(key.startswith(group) for key in tensors):
+                load_owned_state_dict(self, tensors, (group,), source)
+                loaded.append(group.rstrip("."))
+        return loaded
+
     @property
     def discriminator(self) -> NLayerDiscriminator:
         """The PatchGAN discriminator (``loss.discriminator``)."""
