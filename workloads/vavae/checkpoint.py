@@ -7,6 +7,7 @@ ignored on purpose, and every missing, unexpected or mis-shaped owned key is rep
 """
 
 import io
+import itertools
 import pickle
 import re
 from collections.abc import Iterable, Mapping
@@ -143,9 +144,9 @@ def parse_weights(data: bytes, source: str) -> Mapping:
                 "just its state_dict (or convert it to .safetensors)"
             ) from error
         except (RuntimeError, EOFError, OSError) as error:
-            raise ValueError(
-                f"{source} is truncated or corrupt ({error})".splitlines()[0]
-            ) from error
+            # torch's first sentence says what failed; the rest is advice about the same.
+            reason = str(error).splitlines()[0].split(". ")[0]
+            raise ValueError(f"{source} is truncated or corrupt ({reason})") from error
     try:
         return load_safetensors(data)
     except Exception as error:  # safetensors raises its own SafetensorError
@@ -225,7 +226,9 @@ def architecture_mismatch(
     if not (missing or unexpected or shapes):
         return None
     counts = f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} mis-shaped"
-    named = [f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected] + shapes
+    # Round-robin over the kinds, so the few keys shown tell what kind of mismatch it is.
+    kinds = [[f"missing {k}" for k in missing], [f"unexpected {k}" for k in unexpected], shapes]
+    named = [name for group in itertools.zip_longest(*kinds) for name in group if name]
     return f"{counts}: " + "; ".join(named[:SHOWN_KEYS])
 
 
