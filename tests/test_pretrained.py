@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -293,7 +294,7 @@ def test_dry_run_of_the_shipped_spaces_prints_pretrained(capsys):
         assert main(["--space", space, "--dry-run"]) == 0
         out = capsys.readouterr().out
         assert f"{points} point" in out, out
-        rows = [line for line in out.splitlines() if line[:1].isdigit()]
+        rows = [line for line in out.splitlines() if re.match(r"\d+  ", line)]
         assert len(rows) == points and all(" pretrained " in row for row in rows), out
         # No file is here: the plan says so instead of failing (a run would stop with exit 2).
         assert "NOT READABLE HERE" in out

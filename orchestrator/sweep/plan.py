@@ -107,7 +107,8 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         lines.append(sweep.description)
     if points:
         unique = {p.keys.tokenizer for p in points}
-        caches = {p.keys.cache for p in points}
+        # A pretrained generator brings its latent statistics: its point builds no cache.
+        caches = {p.keys.cache for p in points if p.config.generator.pretrained is None}
         gens = {p.keys.generator for p in points}
         lines.append(
             f"{len(points)} points: {len(unique)} tokenizers, {len(caches)} latent caches, "
