@@ -81,8 +81,12 @@ def read_generator(cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
             f"{uri} takes {embed.shape[1]}-channel latents (in_channels) but the tokenizer's "
             f"latents have {channels} channels",
         )
+    try:
+        kwargs = generator_kwargs(cfg)
+    except ValueError as error:
+        raise ConfigError("dataset.num_classes", str(error)) from None
     with torch.device("meta"):
-        model = LightningDiT_models[cfg.generator.model.name](**generator_kwargs(cfg))
+        model = LightningDiT_models[cfg.generator.model.name](**kwargs)
     mismatch = architecture_mismatch(model, state, ("",))
     if mismatch is not None:
         raise ConfigError(
