@@ -21,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from orchestrator.config import PRESETS, resolve, stage_keys
+from orchestrator.config import PRESETS, ConfigError, expand, resolve, stage_keys
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs
 from workloads.dit import LightningDiT_models
 from workloads.vavae import VAVAE, AutoencoderKL
@@ -304,7 +304,7 @@ def test_dry_run_of_the_shipped_spaces_prints_pretrained(capsys):
 # End to end: a micro sweep with a pretrained tokenizer and a pretrained generator point
 # --------------------------------------------------------------------------------------------
 def test_micro_sweep_with_pretrained_tokenizer_and_generator(tmp_path):
-    from orchestrator.config import expand, load_sweep
+    from orchestrator.config import load_sweep
 
     cfg = micro_cfg()
     tokenizer_file = tmp_path / "vavae.pt"
@@ -322,7 +322,7 @@ def test_micro_sweep_with_pretrained_tokenizer_and_generator(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-m", "orchestrator.frontier", "--space", str(space)]
-        + ["--storage", str(storage), "--set", "resources.max_concurrent_trials=1"],
+        + ["--storage", str(storage)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -353,3 +353,30 @@ def test_micro_sweep_with_pretrained_tokenizer_and_generator(tmp_path):
             (storage / "generator_eval" / point.keys.generator_eval / "DONE.json").read_text()
         )
         assert summary["metrics"]["fd_proxy"] > 0 and summary["num_samples"] == 40
+
+
+def test_reference_tokenizer_points_accept_their_own_layout_only(tmp_path):
+    """The three points of reference_tokenizers.yaml (at a tiny width): each accepts its file's
+    layout and refuses another tokenizer's."""
+    from orchestrator.storage.pretrained import check_inputs
+    from search_spaces import load_space
+
+    points = expand(load_space("reference_tokenizers"), {"tokenizer.arch.ch": 32})
+    sd, mar, vavae = (p.config for p in points)
+    sd_weights = random_state(AutoencoderKL(**autoencoder_kwargs(sd)), 0)
+    torch.save({"state_dict": sd_weights}, tmp_path / "sd.ckpt")
+    torch.save(
+        {"model": random_state(AutoencoderKL(**autoencoder_kwargs(mar)), 1)}, tmp_path / "kl16.ckpt"
+    )
+    released_vavae_file(tmp_path / "vavae.pt", vavae)
+    files = {"sd.ckpt": sd, "kl16.ckpt": mar, "vavae.pt": vavae}
+    for name, cfg in files.items():
+        for other in files:
+            pointed = replace(
+                cfg, tokenizer=replace(cfg.tokenizer, pretrained=str(tmp_path / other))
+            )
+            if other == name:
+                check_inputs([pointed])
+            else:
+                with pytest.raises(ConfigError, match="another architecture"):
+                    check_inputs([pointed])
