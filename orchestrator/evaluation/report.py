@@ -53,10 +53,18 @@ class FrontierSummary:
 
 def frontier_params(cfg: ExperimentConfig) -> dict[str, object]:
     tok = cfg.tokenizer
-    params: dict[str, object] = {"d": tok.arch.embed_dim, "vf": tok.vf.foundation}
-    if tok.vf.enabled:  # margins and weight mean nothing without the VF loss
+    if tok.pretrained is not None:  # no VF setting shaped a tokenizer loaded from a file
+        params: dict[str, object] = {
+            "d": tok.arch.embed_dim,
+            "pretrained": Path(tok.pretrained).name,
+        }
+    else:
+        params = {"d": tok.arch.embed_dim, "vf": tok.vf.foundation}
+    if cfg.generator.pretrained is not None:
+        params["generator"] = Path(cfg.generator.pretrained).name
+    if tok.vf.enabled and tok.pretrained is None:  # margins and weight mean nothing without VF
         params.update(m1=tok.vf.cos_margin, m2=tok.vf.distmat_margin, vf_weight=tok.vf.vf_weight)
-    if tok.stages:
+    if tok.stages and tok.pretrained is None:
         params["stages"] = "/".join(s.name for s in tok.stages)
     return params
 
