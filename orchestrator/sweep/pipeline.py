@@ -3,6 +3,9 @@
     ingest -> tokenizer training -> tokenizer evaluation -> latent cache
            -> generator training -> generator evaluation
 
+A tokenizer or generator from outside (`*.pretrained`) is imported in place of its training;
+a pretrained generator needs no latent cache.
+
 Each stage is addressed by its config hash (`stage_keys`) and guarded by a stage lock, so points
 that share a tokenizer share its training, evaluation and cache. Everything a point produces is
 logged into its MLflow run: params, per-step metrics (from rank 0 of the Train runs), final
@@ -123,7 +126,7 @@ def run_point(
     from orchestrator.data import build_latent_cache, tokenizer_identity
     from orchestrator.evaluation.jobs import evaluate_generator, evaluate_tokenizer
     from orchestrator.storage.pretrained import import_generator, import_tokenizer
-    from orchestrator.train import train_tokenizer
+    from orchestrator.train import train_generator, train_tokenizer
 
     name = point_label(cfg)
     logger = RunLogger(run_ref)
@@ -166,31 +169,31 @@ def run_point(
         log_stored_file(logger, storage, recon["grid"], "tokenizer")
         log_json(logger, recon["spec"], "tokenizer_eval_spec.json", "tokenizer")
 
-        if cfg.generator.pretrained is not None:
-            # A generator from outside brings its own latent statistics: no cache to build.
-            stage("generator")
-            with stage_lock(keys.generator):
-                latent_stats = import_generator(cfg, storage)
-        else:
+        manifest = None
+        if cfg.generator.pretrained is None:
             stage("latent cache")
             identity = tokenizer_identity(keys.tokenizer, tokenizer_weights)
             with stage_lock(keys.cache):
                 manifest = build_latent_cache(
                     cfg, storage, shared.ingested, tokenizer_weights, identity
                 )
-            stage("generator")
-            latent_stats = manifest.latent_stats(cfg.generator.latent_multiplier).to_dict()
-            train_generator_stage(
-                cfg,
-                storage,
-                shared,
-                manifest,
-                latent_stats,
-                tokenizer_weights,
-                logger,
-                on_intermediate,
-                dict(run_ref=ref, callbacks=callbacks, progress=name),
-            )
+
+        stage("generator")
+        train = dict(run_ref=ref, callbacks=callbacks, progress=name)
+        with stage_lock(keys.generator):
+            if manifest is None:
+                # A generator from outside brings its latent statistics: no cache, no training.
+                latent_stats = import_generator(cfg, storage)
+            else:
+                latent_stats = manifest.latent_stats(cfg.generator.latent_multiplier).to_dict()
+                for step in intermediate_steps(cfg) if on_intermediate is not None else []:
+                    metrics = generator_round(
+                        cfg, storage, shared, manifest, step, tokenizer_weights, latent_stats, train
+                    )
+                    if metrics is not None:
+                        logger.log_metrics({"fd_intermediate": metrics["fd_intermediate"]}, step)
+                        on_intermediate(metrics)
+                train_generator(cfg, storage, manifest, **train)
 
         stage("generator eval")
         with stage_lock(keys.generator_eval):
@@ -217,32 +220,6 @@ def run_point(
     log.info("%s: stage seconds %s", name, timings)
     progress.post(name, state="done", stage="done")
     return {**recon["metrics"], **gen["metrics"], **timings}
-
-
-def train_generator_stage(
-    cfg: ExperimentConfig,
-    storage: Storage,
-    shared: SharedInputs,
-    manifest,
-    latent_stats: dict,
-    tokenizer_weights: str,
-    logger: RunLogger,
-    on_intermediate: Callable[[dict[str, float]], None] | None,
-    train: dict,
-) -> None:
-    """Train the generator to the end, in ASHA rounds when `on_intermediate` listens."""
-    from orchestrator.train import train_generator
-
-    with stage_lock(stage_keys(cfg).generator):
-        if on_intermediate is not None:
-            for step in intermediate_steps(cfg):
-                metrics = generator_round(
-                    cfg, storage, shared, manifest, step, tokenizer_weights, latent_stats, train
-                )
-                if metrics is not None:
-                    logger.log_metrics({"fd_intermediate": metrics["fd_intermediate"]}, step)
-                    on_intermediate(metrics)
-        train_generator(cfg, storage, manifest, **train)
 
 
 def intermediate_steps(cfg: ExperimentConfig) -> list[int]:
