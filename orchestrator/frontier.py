@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from orchestrator.config import ConfigError, SweepPoint, expand
+from orchestrator.config.loading import parse_yaml
 from orchestrator.sweep.plan import format_plan
 
 EXIT_USER_ERROR = 2
@@ -72,7 +71,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
         if not sep or not key:
             raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
         # YAML parsing gives `--set a.b=0.5` a float and `--set a.b=[1,2]` a list.
-        overrides[key.strip()] = yaml.safe_load(raw)
+        overrides[key.strip()] = parse_yaml(raw, f"--set {key.strip()}")
     if args.storage:
         overrides["storage"] = args.storage
     if args.tracking_uri:
@@ -98,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
             build_config(sweep, {}, overrides)
     except ConfigError as err:
-        print(f"error: {args.space}: {err}", file=sys.stderr)
+        # Errors found while reading the file already name it (with the line).
+        where = "" if str(err).startswith(args.space) else f"{args.space}: "
+        print(f"error: {where}{err}", file=sys.stderr)
         return EXIT_USER_ERROR
 
     print(format_plan(sweep, points, Path(path)))

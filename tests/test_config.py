@@ -22,6 +22,7 @@ from orchestrator.config import (
     resolve,
     stage_keys,
 )
+from orchestrator.config.loading import parse_yaml
 from orchestrator.config.space import build_config, expand
 from search_spaces import available, load_space, space_path
 
@@ -125,6 +126,11 @@ BAD_SPACES = {
         "generator: {model: {in_channels: 5}}",
         r"generator\.model\.in_channels.*embed_dim 8",
     ),
+    "unknown_timm_name": (
+        "tokenizer: {vf: {foundation: vit_larg_patch14_dinov2.lvd142m}}",
+        r"tokenizer\.vf\.foundation: 'vit_larg_patch14_dinov2\.lvd142m' is neither a preset nor a "
+        r"timm model name \(did you mean `vit_large_patch14_dinov2\.lvd142m`\?\)",
+    ),
     "missing_root": (
         "dataset: {source: folder, root: /nonexistent/imagenet, num_classes: 10}",
         r"dataset\.root.*does not exist: /nonexistent/imagenet",
@@ -149,6 +155,35 @@ def test_bad_space_exits_2_with_one_line(tmp_path, case):
     assert len(lines) == 1, result.stderr
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_duplicate_key_exits_2_naming_the_key_and_both_lines(tmp_path):
+    space = tmp_path / "dup.yaml"
+    space.write_text(
+        textwrap.dedent("""\
+        name: dup
+        preset: debug_cpu
+        base:
+          tokenizer:
+            vf:
+              cos_margin: 0.5
+              vf_weight: 0.1
+              cos_margin: 0.3
+        """)
+    )
+    result = run_cli("--dry-run", "--space", str(space))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {space}: duplicate key `cos_margin` at lines 6 and 8"
+    bad_set = run_cli("--dry-run", "--set", "tokenizer.vf={vf_weight: 0.1, vf_weight: 0.2}")
+    assert bad_set.returncode == 2
+    assert "--set tokenizer.vf: duplicate key `vf_weight`" in bad_set.stderr.strip()
+
+
+def test_strict_yaml_keeps_merge_keys_and_repeated_keys_in_sibling_mappings():
+    text = "a: &x {k: 1}\nb: {<<: *x, j: 2}\nc: {k: 3}\n"
+    assert parse_yaml(text, "t") == {"a": {"k": 1}, "b": {"k": 1, "j": 2}, "c": {"k": 3}}
+    with pytest.raises(ConfigError, match=r"^t: duplicate key `1` at lines 2 and 3$"):
+        parse_yaml("x:\n  1: a\n  1: b\n", "t")
 
 
 def test_typo_in_grid_key_is_caught(tmp_path):

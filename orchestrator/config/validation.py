@@ -191,6 +191,8 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
         )
 
     vf = tok.vf
+    if vf.enabled and vf.foundation != "standin":
+        check_timm_name(vf.foundation, "tokenizer.vf.foundation")
     _check_margins(vf.cos_margin, vf.distmat_margin, vf.vf_weight, "tokenizer.vf")
     _positive(vf.cos_weight, "tokenizer.vf.cos_weight", allow_zero=True)
     _positive(vf.distmat_weight, "tokenizer.vf.distmat_weight", allow_zero=True)
@@ -307,6 +309,29 @@ def _check_dit_name(name: str) -> None:
         hint = closest(name, LightningDiT_models)
         extra = f" (did you mean `{hint}`?)" if hint else ""
         raise ConfigError("generator.model.name", f"unknown model {name!r}{extra}")
+
+
+def check_timm_name(name: str, path: str) -> None:
+    """A foundation or evaluator model name must be a preset or an architecture timm knows.
+
+    Checked against timm's local registry (no network): a typo otherwise passes `--dry-run` and
+    fails only when a trial builds the model on the cluster. Whether a local weights file fits
+    the architecture is checked when it is loaded (strictly, naming the file).
+    """
+    from workloads.foundation import FOUNDATION_PRESETS
+
+    if name in FOUNDATION_PRESETS:
+        return
+    import timm  # here: timm pulls in torchvision, needed only for names outside the presets
+
+    if timm.is_model(name):
+        return
+    from orchestrator.config.loading import closest
+
+    known = [*FOUNDATION_PRESETS, *timm.list_models(pretrained=True)]
+    hint = closest(name, known)
+    extra = f" (did you mean `{hint}`?)" if hint else ""
+    raise ConfigError(path, f"{name!r} is neither a preset nor a timm model name{extra}")
 
 
 def _check_sampler(s: SamplerConfig, path: str) -> None:
