@@ -213,10 +213,12 @@ class StrictLoader(yaml.SafeLoader):
     """`yaml.SafeLoader` that refuses a mapping holding the same key twice."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        # `<<` merge keys are flattened first; what is left are the keys as written.
-        self.flatten_mapping(node)
+        # Only keys written in this mapping count: a `<<: *anchor` merge supplies defaults that
+        # written keys may override (how a ladder of cumulative points is spelled).
         seen: dict[object, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, (str, int, float, bool)) or key is None:

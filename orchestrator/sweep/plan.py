@@ -95,6 +95,8 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
             f"{len(gens)} generators, {len(points)} generator evaluations"
         )
         lines.append(table(HEADERS, [point_row(p) for p in points]))
+        if sweep.search.points:
+            lines += point_changes(points)
         first = points[0].config
         lines.append(f"storage: {first.storage}   dataset: {dataset_summary(first)}")
     else:
@@ -106,6 +108,26 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         rows = [[key, str(spec)] for key, spec in opt.space.items()]
         lines.append(table(["key", "distribution"], rows))
     return "\n".join(lines)
+
+
+def point_changes(points: list[SweepPoint]) -> list[str]:
+    """What each explicit point sets beyond the base, keys the table's columns may not show.
+
+    A ladder (every point keeps all keys of the one before, like paper Tab. 1's rungs) reads as
+    the change each rung adds; other points are listed whole.
+    """
+    ladder = all(set(a.overrides) <= set(b.overrides) for a, b in zip(points, points[1:]))
+    title = "what each point adds to the one before" if ladder else "what each point sets"
+    lines = [f"point overrides ({title}):"]
+    previous: dict[str, object] = {}
+    for point in points:
+        shown = {
+            k: v for k, v in point.overrides.items() if not ladder or previous.get(k, ...) != v
+        }
+        text = ", ".join(f"{k}={v}" for k, v in shown.items())
+        lines.append(f"  {point.index}: {text or '(base)'}")
+        previous = point.overrides
+    return lines
 
 
 def dataset_summary(cfg: ExperimentConfig) -> str:
