@@ -37,6 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dry-run", action="store_true", help="validate, print the resolved plan, and exit"
     )
     parser.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the JSON Schema of sweep files (shipped as search_spaces/frontier.schema.json, "
+        "for YAML editors) and exit",
+    )
+    parser.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else SQLite under --storage)",
     )
@@ -83,6 +89,11 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.schema:
+        from orchestrator.config.json_schema import schema_text
+
+        sys.stdout.write(schema_text())
+        return 0
     from search_spaces import load_space, space_path
 
     try:
