@@ -132,6 +132,22 @@ BAD_SPACES = {
         r"tokenizer\.vf\.foundation: 'vit_larg_patch14_dinov2\.lvd142m' is neither a preset nor a "
         r"timm model name \(did you mean `vit_large_patch14_dinov2\.lvd142m`\?\)",
     ),
+    "ddpm_with_an_ode_sampler": (
+        "generator: {objective: ddpm, transport: {use_lognorm: false, use_cosine_loss: false}}",
+        r"sampler\.method: generator\.objective: ddpm needs sampler\.method: ddpm, got 'euler'",
+    ),
+    "ddpm_with_flow_keys": (
+        "generator: {objective: ddpm}, sampler: {method: ddpm}",
+        r"generator\.transport\.use_lognorm: is a rectified-flow setting",
+    ),
+    "ddpm_sampler_for_flow": (
+        "sampler: {method: ddpm}",
+        r"sampler\.method: `ddpm` samples generator\.objective: ddpm",
+    ),
+    "learned_sigma_for_flow": (
+        "generator: {model: {learn_sigma: true}}",
+        r"generator\.model\.learn_sigma: a learned variance needs generator\.objective: ddpm",
+    ),
     "missing_root": (
         "dataset: {source: folder, root: /nonexistent/imagenet, num_classes: 10}",
         r"dataset\.root.*does not exist: /nonexistent/imagenet",
@@ -286,7 +302,7 @@ def test_lpips_is_an_objective_only_where_evaluation_reports_it(weights):
 
 # The paper's tables as sweep files: points, tokenizers, caches, generators in the dry-run plan.
 PAPER_SPACES = {
-    "paper_table1": (8, 1, 1, 8),
+    "paper_table1": (9, 1, 1, 9),
     "paper_table1_vavae": (1, 1, 1, 1),
     "paper_table2_lxl": (18, 9, 9, 18),
     "paper_table4": (5, 5, 5, 5),
@@ -314,14 +330,19 @@ def test_table1_ladder_varies_generator_keys_only_on_one_f8d4_tokenizer():
     first, last = points[0].config, points[-1].config
     assert {p.keys.tokenizer for p in points} == {points[0].keys.tokenizer}
     assert {p.keys.cache for p in points} == {points[0].keys.cache}
-    assert len({p.keys.generator for p in points}) == 8
+    assert len({p.keys.generator for p in points}) == 9
     assert {p.config.tokenizer for p in points} == {first.tokenizer}
     assert (first.tokenizer.arch.downsample_factor, first.tokenizer.arch.embed_dim) == (8, 4)
     assert {
         (p.config.generator.latent_norm, p.config.generator.latent_multiplier) for p in points
     } == {(False, 0.18215)}
+    # Rung 0: DiT-XL/2 as DiT trains and samples it; rung 1 swaps in rectified flow only.
+    assert (first.generator.objective, first.generator.model.learn_sigma) == ("ddpm", True)
+    assert (first.sampler.method, first.sampler.num_steps) == ("ddpm", 250)
+    rung1 = points[1].config
+    assert (rung1.generator.objective, rung1.sampler.method) == ("rectified_flow", "dopri5")
     # Rung 1: DiT-XL/2's network and optimiser with rectified flow, uniform t, MSE only.
-    gen = first.generator
+    gen = rung1.generator
     assert (gen.model.name, gen.model.use_swiglu, gen.model.use_rmsnorm, gen.model.use_rope) == (
         "LightningDiT-XL/2",
         False,
@@ -350,7 +371,7 @@ def test_table1_ladder_varies_generator_keys_only_on_one_f8d4_tokenizer():
     # Each rung changes the recipe one step: consecutive generator sections differ.
     sections = [p.config.generator for p in points]
     assert all(a != b for a, b in zip(sections, sections[1:]))
-    assert {(p.config.sampler.method, p.config.sampler.cfg_scale) for p in points} == {
+    assert {(p.config.sampler.method, p.config.sampler.cfg_scale) for p in points[1:]} == {
         ("dopri5", 1.0)
     }
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import torch
 
-from orchestrator.config import PRESETS, resolve
+from orchestrator.config import PRESETS, build_config, resolve
 from orchestrator.train.generator import GeneratorWorkload
-from workloads.dit import LatentStats
+from search_spaces import load_space
+from workloads.dit import DDPMObjective, LatentStats
 
 
-def workload(**transport) -> GeneratorWorkload:
-    cfg = resolve(PRESETS["micro"]())
+def workload(cfg=None, **transport) -> GeneratorWorkload:
+    cfg = cfg or resolve(PRESETS["micro"]())
     cfg = replace(
         cfg,
         generator=replace(cfg.generator, transport=replace(cfg.generator.transport, **transport)),
@@ -43,3 +45,36 @@ def test_without_lognorm_t_is_uniform_from_the_start_and_never_switches():
     # paper_table1.yaml rungs 1-3 (before "+ logit-normal t").
     assert workload(use_lognorm=False).time_sampling(0) == "uniform"
     assert workload(uniform_t_after_step=None).time_sampling(10**9) == "logit_normal"
+
+
+def test_ddpm_objective_is_the_one_a_step_trains_with():
+    """paper_table1.yaml rung 0: DiT's DDPM with learned sigma, through the workload's loss."""
+    sweep = load_space("smoke")
+    cfg = build_config(
+        sweep,
+        {
+            "generator.objective": "ddpm",
+            "generator.model.learn_sigma": True,
+            "generator.transport.use_lognorm": False,
+            "generator.transport.use_cosine_loss": False,
+            "sampler.method": "ddpm",
+            "sampler.timestep_shift": 0.0,
+        },
+    )
+    gen = workload(cfg)
+    assert isinstance(gen.objective(0), DDPMObjective) and gen.objective(0).learn_sigma
+    torch.manual_seed(0)
+    model = gen.new_model()
+    assert model.out_channels == 2 * cfg.tokenizer.arch.embed_dim
+    channels, grid = cfg.tokenizer.arch.embed_dim, cfg.generator.model.input_size
+    batch = {
+        "mean": np.zeros((4, channels, grid, grid), np.float32),
+        "logvar": np.full((4, channels, grid, grid), -20.0, np.float32),
+        "mean_flip": np.zeros((4, channels, grid, grid), np.float32),
+        "logvar_flip": np.full((4, channels, grid, grid), -20.0, np.float32),
+        "label": np.arange(4, dtype=np.int64),
+    }
+    loss, terms = gen.loss(model, batch, 0, 0, 0)
+    assert set(terms) == {"mse", "vb"} and torch.isfinite(loss)
+    loss.backward()
+    assert model.final_layer.linear.weight.grad.abs().max() > 0

@@ -291,6 +291,7 @@ def _check_generator(cfg: ExperimentConfig) -> None:
         "generator.transport.uniform_t_after_step",
         allow_zero=True,
     )
+    _check_objective(cfg)
     _positive(gen.latent_multiplier, "generator.latent_multiplier")
     _check_training(gen.training, "generator.training")
     if cfg.sampler.cfg_channels is not None and cfg.sampler.cfg_channels > embed_dim:
@@ -298,6 +299,41 @@ def _check_generator(cfg: ExperimentConfig) -> None:
             "sampler.cfg_channels",
             f"{cfg.sampler.cfg_channels} exceeds the {embed_dim} latent channels",
         )
+
+
+def _check_objective(cfg: ExperimentConfig) -> None:
+    """DiT's DDPM and rectified flow each need their own sampler; flow-only keys stay off."""
+    gen, sampler = cfg.generator, cfg.sampler
+    if gen.objective == "rectified_flow":
+        if sampler.method == "ddpm":
+            raise ConfigError(
+                "sampler.method", "`ddpm` samples generator.objective: ddpm, not rectified flow"
+            )
+        if gen.model.learn_sigma:
+            raise ConfigError(
+                "generator.model.learn_sigma",
+                "a learned variance needs generator.objective: ddpm (rectified flow has none)",
+            )
+        return
+    if sampler.method != "ddpm":
+        raise ConfigError(
+            "sampler.method",
+            f"generator.objective: ddpm needs sampler.method: ddpm, got {sampler.method!r}",
+        )
+    transport = gen.transport
+    for key in ("use_lognorm", "use_cosine_loss", "uniform_t_after_step"):
+        if getattr(transport, key):
+            raise ConfigError(
+                f"generator.transport.{key}",
+                "is a rectified-flow setting; with generator.objective: ddpm set it false/null",
+            )
+    for key in ("timestep_shift", "cfg_interval_start"):
+        if getattr(sampler, key):
+            raise ConfigError(
+                f"sampler.{key}", "must be 0 with sampler.method: ddpm (no time grid)"
+            )
+    if sampler.num_steps > 1000:
+        raise ConfigError("sampler.num_steps", "ddpm respaces 1000 steps: at most 1000")
 
 
 def _check_dit_name(name: str) -> None:
