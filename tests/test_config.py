@@ -132,22 +132,6 @@ BAD_SPACES = {
         r"tokenizer\.vf\.foundation: 'vit_larg_patch14_dinov2\.lvd142m' is neither a preset nor a "
         r"timm model name \(did you mean `vit_large_patch14_dinov2\.lvd142m`\?\)",
     ),
-    "ddpm_with_an_ode_sampler": (
-        "generator: {objective: ddpm, transport: {use_lognorm: false, use_cosine_loss: false}}",
-        r"sampler\.method: generator\.objective: ddpm needs sampler\.method: ddpm, got 'euler'",
-    ),
-    "ddpm_with_flow_keys": (
-        "generator: {objective: ddpm}, sampler: {method: ddpm}",
-        r"generator\.transport\.use_lognorm: is a rectified-flow setting",
-    ),
-    "ddpm_sampler_for_flow": (
-        "sampler: {method: ddpm}",
-        r"sampler\.method: `ddpm` samples generator\.objective: ddpm",
-    ),
-    "learned_sigma_for_flow": (
-        "generator: {model: {learn_sigma: true}}",
-        r"generator\.model\.learn_sigma: a learned variance needs generator\.objective: ddpm",
-    ),
     "missing_root": (
         "dataset: {source: folder, root: /nonexistent/imagenet, num_classes: 10}",
         r"dataset\.root.*does not exist: /nonexistent/imagenet",
@@ -172,6 +156,38 @@ def test_bad_space_exits_2_with_one_line(tmp_path, case):
     assert len(lines) == 1, result.stderr
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in result.stderr
+
+
+FLOW_OFF = {"generator.transport.use_lognorm": False, "generator.transport.use_cosine_loss": False}
+BAD_OBJECTIVES = {
+    "ddpm_with_an_ode_sampler": (
+        {"generator.objective": "ddpm", **FLOW_OFF},
+        r"sampler\.method: generator\.objective: ddpm needs sampler\.method: ddpm, got 'euler'",
+    ),
+    "ddpm_with_flow_keys": (
+        {"generator.objective": "ddpm", "sampler.method": "ddpm"},
+        r"generator\.transport\.use_lognorm: is a rectified-flow setting",
+    ),
+    "ddpm_with_a_shifted_grid": (
+        {"generator.objective": "ddpm", "sampler.method": "ddpm", **FLOW_OFF},
+        r"sampler\.timestep_shift: must be 0 with sampler\.method: ddpm",
+    ),
+    "ddpm_sampler_for_flow": (
+        {"sampler.method": "ddpm"},
+        r"sampler\.method: `ddpm` samples generator\.objective: ddpm",
+    ),
+    "learned_sigma_for_flow": (
+        {"generator.model.learn_sigma": True},
+        r"generator\.model\.learn_sigma: a learned variance needs generator\.objective: ddpm",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OBJECTIVES))
+def test_objective_and_sampler_must_match(case):
+    overrides, pattern = BAD_OBJECTIVES[case]
+    with pytest.raises(ConfigError, match=pattern):
+        build_config(load_space("smoke"), overrides)
 
 
 def test_duplicate_key_exits_2_naming_the_key_and_both_lines(tmp_path):
