@@ -30,8 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--space",
         default="smoke",
-        help="sweep space: a name in search_spaces/ (smoke, paper_table2, margins, paper_release) "
-        "or a path to a YAML file (default: smoke, the embedded dataset)",
+        help="sweep space: a name in search_spaces/ (smoke, margins, paper_table1, paper_table2, "
+        "paper_table4, paper_table5, paper_release, ...) or a path to a YAML file (default: "
+        "smoke, the embedded dataset)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="validate, print the resolved plan, and exit"
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from search_spaces import load_space, space_path
 
+    path = None
     try:
         path = space_path(args.space)
         sweep = load_space(str(path))
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             build_config(sweep, {}, overrides)
     except ConfigError as err:
         # Errors found while reading the file already name it (with the line).
-        where = "" if str(err).startswith(args.space) else f"{args.space}: "
+        where = "" if path and str(err).startswith(f"{path}:") else f"{args.space}: "
         print(f"error: {where}{err}", file=sys.stderr)
         return EXIT_USER_ERROR
 
