@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
 from orchestrator.config import ConfigError, SweepPoint, expand
+from orchestrator.config.loading import parse_yaml
 from orchestrator.sweep.plan import format_plan
 
 EXIT_USER_ERROR = 2
@@ -31,11 +30,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--space",
         default="smoke",
-        help="sweep space: a name in search_spaces/ (smoke, paper_table2, margins, paper_release) "
-        "or a path to a YAML file (default: smoke, the embedded dataset)",
+        help="sweep space: a name in search_spaces/ (smoke, margins, paper_table1, paper_table2, "
+        "paper_table4, paper_table5, paper_release, ...) or a path to a YAML file (default: "
+        "smoke, the embedded dataset)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="validate, print the resolved plan, and exit"
+    )
+    parser.add_argument(
+        "--schema",
+        action="store_true",
+        help="print the JSON Schema of sweep files (shipped as search_spaces/frontier.schema.json, "
+        "for YAML editors) and exit",
     )
     parser.add_argument(
         "--tracking-uri",
@@ -72,7 +78,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
         if not sep or not key:
             raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
         # YAML parsing gives `--set a.b=0.5` a float and `--set a.b=[1,2]` a list.
-        overrides[key.strip()] = yaml.safe_load(raw)
+        overrides[key.strip()] = parse_yaml(raw, f"--set {key.strip()}")
     if args.storage:
         overrides["storage"] = args.storage
     if args.tracking_uri:
@@ -84,8 +90,14 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.schema:
+        from orchestrator.config.json_schema import schema_text
+
+        sys.stdout.write(schema_text())
+        return 0
     from search_spaces import load_space, space_path
 
+    path = None
     try:
         path = space_path(args.space)
         sweep = load_space(str(path))
@@ -105,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
 
             check_inputs(configs)
     except ConfigError as err:
-        print(f"error: {args.space}: {err}", file=sys.stderr)
+        # Errors found while reading the file already name it (with the line).
+        where = "" if path and str(err).startswith(f"{path}:") else f"{args.space}: "
+        print(f"error: {where}{err}", file=sys.stderr)
         return EXIT_USER_ERROR
 
     print(format_plan(sweep, points, Path(path)))

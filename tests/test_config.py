@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from orchestrator.config import (
     resolve,
     stage_keys,
 )
+from orchestrator.config.loading import parse_yaml
 from orchestrator.config.space import build_config, expand
 from search_spaces import available, load_space, space_path
 
@@ -125,6 +127,11 @@ BAD_SPACES = {
         "generator: {model: {in_channels: 5}}",
         r"generator\.model\.in_channels.*embed_dim 8",
     ),
+    "unknown_timm_name": (
+        "tokenizer: {vf: {foundation: vit_larg_patch14_dinov2.lvd142m}}",
+        r"tokenizer\.vf\.foundation: 'vit_larg_patch14_dinov2\.lvd142m' is neither a preset nor a "
+        r"timm model name \(did you mean `vit_large_patch14_dinov2\.lvd142m`\?\)",
+    ),
     "missing_root": (
         "dataset: {source: folder, root: /nonexistent/imagenet, num_classes: 10}",
         r"dataset\.root.*does not exist: /nonexistent/imagenet",
@@ -149,6 +156,67 @@ def test_bad_space_exits_2_with_one_line(tmp_path, case):
     assert len(lines) == 1, result.stderr
     assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in result.stderr
+
+
+FLOW_OFF = {"generator.transport.use_lognorm": False, "generator.transport.use_cosine_loss": False}
+BAD_OBJECTIVES = {
+    "ddpm_with_an_ode_sampler": (
+        {"generator.objective": "ddpm", **FLOW_OFF},
+        r"sampler\.method: generator\.objective: ddpm needs sampler\.method: ddpm, got 'euler'",
+    ),
+    "ddpm_with_flow_keys": (
+        {"generator.objective": "ddpm", "sampler.method": "ddpm"},
+        r"generator\.transport\.use_lognorm: is a rectified-flow setting",
+    ),
+    "ddpm_with_a_shifted_grid": (
+        {"generator.objective": "ddpm", "sampler.method": "ddpm", **FLOW_OFF},
+        r"sampler\.timestep_shift: must be 0 with sampler\.method: ddpm",
+    ),
+    "ddpm_sampler_for_flow": (
+        {"sampler.method": "ddpm"},
+        r"sampler\.method: `ddpm` samples generator\.objective: ddpm",
+    ),
+    "learned_sigma_for_flow": (
+        {"generator.model.learn_sigma": True},
+        r"generator\.model\.learn_sigma: a learned variance needs generator\.objective: ddpm",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OBJECTIVES))
+def test_objective_and_sampler_must_match(case):
+    overrides, pattern = BAD_OBJECTIVES[case]
+    with pytest.raises(ConfigError, match=pattern):
+        build_config(load_space("smoke"), overrides)
+
+
+def test_duplicate_key_exits_2_naming_the_key_and_both_lines(tmp_path):
+    space = tmp_path / "dup.yaml"
+    space.write_text(
+        textwrap.dedent("""\
+        name: dup
+        preset: debug_cpu
+        base:
+          tokenizer:
+            vf:
+              cos_margin: 0.5
+              vf_weight: 0.1
+              cos_margin: 0.3
+        """)
+    )
+    result = run_cli("--dry-run", "--space", str(space))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {space}: duplicate key `cos_margin` at lines 6 and 8"
+    bad_set = run_cli("--dry-run", "--set", "tokenizer.vf={vf_weight: 0.1, vf_weight: 0.2}")
+    assert bad_set.returncode == 2
+    assert "--set tokenizer.vf: duplicate key `vf_weight`" in bad_set.stderr.strip()
+
+
+def test_strict_yaml_keeps_merge_keys_and_repeated_keys_in_sibling_mappings():
+    text = "a: &x {k: 1}\nb: {<<: *x, j: 2}\nc: {<<: *x, k: 3}\n"
+    assert parse_yaml(text, "t") == {"a": {"k": 1}, "b": {"k": 1, "j": 2}, "c": {"k": 3}}
+    with pytest.raises(ConfigError, match=r"^t: duplicate key `1` at lines 2 and 3$"):
+        parse_yaml("x:\n  1: a\n  1: b\n", "t")
 
 
 def test_typo_in_grid_key_is_caught(tmp_path):
@@ -246,3 +314,114 @@ def test_lpips_is_an_objective_only_where_evaluation_reports_it(weights):
     )
     assert "lpips" not in reported_metrics(cfg)
     assert lpips_metric_weights(cfg) is None
+
+
+# The paper's tables as sweep files: points, tokenizers, caches, generators in the dry-run plan.
+PAPER_SPACES = {
+    "paper_table1": (9, 1, 1, 9),
+    "paper_table1_vavae": (1, 1, 1, 1),
+    "paper_table2_lxl": (18, 9, 9, 18),
+    "paper_table4": (5, 5, 5, 5),
+    "paper_table5": (5, 5, 5, 5),
+    "paper_release_800": (1, 1, 1, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_SPACES))
+def test_dry_run_plans_every_paper_space(name):
+    points, tokenizers, caches, generators = PAPER_SPACES[name]
+    result = run_cli("--dry-run", "--space", name)
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"{points} points: {tokenizers} tokenizers, {caches} latent caches, "
+        f"{generators} generators" in result.stdout
+    )
+    # Every file's header states the paper's numbers and the protocol it follows.
+    header = space_path(name).read_text().split("\nname:")[0]
+    assert re.search(r"FID-(10|50)K", header) and re.search(r"\d+\.\d\d", header)
+
+
+def test_table1_ladder_varies_generator_keys_only_on_one_f8d4_tokenizer():
+    points = expand(load_space("paper_table1"))
+    first, last = points[0].config, points[-1].config
+    assert {p.keys.tokenizer for p in points} == {points[0].keys.tokenizer}
+    assert {p.keys.cache for p in points} == {points[0].keys.cache}
+    assert len({p.keys.generator for p in points}) == 9
+    assert {p.config.tokenizer for p in points} == {first.tokenizer}
+    assert (first.tokenizer.arch.downsample_factor, first.tokenizer.arch.embed_dim) == (8, 4)
+    assert {
+        (p.config.generator.latent_norm, p.config.generator.latent_multiplier) for p in points
+    } == {(False, 0.18215)}
+    # Rung 0: DiT-XL/2 as DiT trains and samples it; rung 1 swaps in rectified flow only.
+    assert (first.generator.objective, first.generator.model.learn_sigma) == ("ddpm", True)
+    assert (first.sampler.method, first.sampler.num_steps) == ("ddpm", 250)
+    rung1 = points[1].config
+    assert (rung1.generator.objective, rung1.sampler.method) == ("rectified_flow", "dopri5")
+    # Rung 1: DiT-XL/2's network and optimiser with rectified flow, uniform t, MSE only.
+    gen = rung1.generator
+    assert (gen.model.name, gen.model.use_swiglu, gen.model.use_rmsnorm, gen.model.use_rope) == (
+        "LightningDiT-XL/2",
+        False,
+        False,
+        False,
+    )
+    assert (gen.transport.use_lognorm, gen.transport.use_cosine_loss) == (False, False)
+    assert (gen.training.global_batch_size, gen.training.steps, gen.optimizer.lr) == (
+        256,
+        400_000,
+        1e-4,
+    )
+    assert gen.optimizer.betas == (0.9, 0.999)
+    # Rung 8 is the LightningDiT recipe on DiT's patch 2: the paper preset's generator but for
+    # the model name.
+    paper = PRESETS["paper"]().generator
+    assert (
+        replace(last.generator.model, name=paper.model.name, in_channels=None, input_size=None)
+        == paper.model
+    )
+    assert (last.generator.transport, last.generator.optimizer) == (
+        paper.transport,
+        paper.optimizer,
+    )
+    assert last.generator.training.steps == 100_000
+    # Each rung changes the recipe one step: consecutive generator sections differ.
+    sections = [p.config.generator for p in points]
+    assert all(a != b for a, b in zip(sections, sections[1:]))
+    assert {(p.config.sampler.method, p.config.sampler.cfg_scale) for p in points[1:]} == {
+        ("dopri5", 1.0)
+    }
+
+
+def test_paper_spaces_reuse_the_tokenizers_of_table2_and_the_release():
+    table2 = {p.keys.tokenizer for p in expand(load_space("paper_table2"))}
+    assert {p.keys.tokenizer for p in expand(load_space("paper_table2_lxl"))} == table2
+    for name in ("paper_table4", "paper_table5"):
+        keys = [p.keys.tokenizer for p in expand(load_space(name))]
+        assert len(set(keys)) == 5 and len(set(keys) & table2) == (
+            3 if name == "paper_table4" else 2
+        )
+    (release,) = expand(load_space("paper_release"))
+    (long,) = expand(load_space("paper_release_800"))
+    assert long.keys.tokenizer == release.keys.tokenizer
+    gen, sampler = long.config.generator, long.config.sampler
+    assert (gen.training.epochs, gen.transport.uniform_t_after_step) == (800, 600_000)
+    assert (sampler.cfg_scale, sampler.cfg_interval_start, sampler.timestep_shift) == (
+        6.7,
+        0.125,
+        0.3,
+    )
+
+
+def test_table5_rows_are_the_papers_loss_variants():
+    vf = [p.config.tokenizer.vf for p in expand(load_space("paper_table5"))]
+    rows = [
+        (v.foundation, v.cos_weight, v.distmat_weight, v.cos_margin, v.distmat_margin, v.vf_weight)
+        for v in vf
+    ]
+    assert rows == [
+        ("none", 1.0, 1.0, 0.5, 0.25, 0.1),  # none
+        ("dinov2", 1.0, 1.0, 0.5, 0.25, 0.1),  # full
+        ("dinov2", 0.0, 1.0, 0.5, 0.25, 0.05),  # -mcos: mdms alone, half weight
+        ("dinov2", 1.0, 0.0, 0.5, 0.25, 0.05),  # -mdms: mcos alone, half weight
+        ("dinov2", 1.0, 1.0, 0.0, 0.0, 0.1),  # -margin
+    ]

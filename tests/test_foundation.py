@@ -111,3 +111,29 @@ def test_unreachable_grid_fails_clearly(tiny):
         fixed(x, (4, 4))
     with pytest.raises(ValueError, match="grid must be positive"):
         tiny(x, (0, 4))
+
+
+@pytest.mark.parametrize(
+    "name, channels",
+    # Paper Tab. 4's other foundation models (search_spaces/paper_table4.yaml): SAM's image
+    # encoder answers with its neck's 256-channel map, CLIP with its final-norm patch tokens.
+    [("samvit_large_patch16.sa1b", 256), ("vit_base_patch16_clip_224.openai", 768)],
+)
+def test_table4_foundations_give_the_f16_grid(name, channels):
+    with torch.device("meta"):
+        model = build_foundation(name, "random_init")
+    assert model.patch_size == (16, 16) and model.embed_dim == channels
+    features = model(torch.empty(2, 3, 256, 256, device="meta"), grid=(16, 16))
+    assert features.shape == (2, channels, 16, 16)
+
+
+def test_sam_features_are_its_neck_map():
+    kwargs = {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    kwargs |= {"window_size": 4, "global_attn_indexes": (1,), "neck_chans": 16}
+    torch.manual_seed(0)
+    sam = build_foundation("samvit_base_patch16", "random_init", timm_kwargs=kwargs)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = sam.model.forward_features(x)
+    torch.testing.assert_close(sam(x, grid=(8, 8)), expected)
+    assert sam.embed_dim == 16

@@ -63,7 +63,12 @@ class FoundationModel(nn.Module):
         if local_file and not Path(weights).is_file():
             raise FileNotFoundError(f"foundation model weights file not found: {weights}")
         self.timm_name = timm_name
-        kwargs = {"dynamic_img_size": True, **(timm_kwargs or {})}
+        # SAM's image encoder (timm `samvit_*`, paper Tab. 4) resamples its position embedding to
+        # any input by itself and returns a (B, C, h, w) map from its neck: it takes no
+        # `dynamic_img_size` and has no prefix tokens.
+        self.spatial_output = timm_name.startswith("samvit")
+        dynamic = {} if self.spatial_output else {"dynamic_img_size": True}
+        kwargs = {**dynamic, **(timm_kwargs or {})}
         import timm  # here, not at module import: timm pulls in torchvision and torch._dynamo
 
         self.model = timm.create_model(
@@ -72,7 +77,8 @@ class FoundationModel(nn.Module):
         if local_file:
             self._load_local(Path(weights))
         self.input_norm = input_norm
-        self.embed_dim = self.model.embed_dim
+        # Channels of the feature map: SAM's neck projects its tokens to `num_features`.
+        self.embed_dim = self.model.num_features if self.spatial_output else self.model.embed_dim
         self.patch_size = tuple(self.model.patch_embed.patch_size)
         self.register_buffer(
             "imagenet_mean",
@@ -98,7 +104,8 @@ class FoundationModel(nn.Module):
         if min(grid) < 1:
             raise ValueError(f"feature grid must be positive, got {grid}")
         size = foundation_input_size(self.patch_size, grid)
-        if not self.model.dynamic_img_size and tuple(self.model.patch_embed.grid_size) != grid:
+        fixed_size = not (self.spatial_output or self.model.dynamic_img_size)
+        if fixed_size and tuple(self.model.patch_embed.grid_size) != grid:
             raise ValueError(
                 f"{self.timm_name} with a fixed image size only produces a "
                 f"{tuple(self.model.patch_embed.grid_size)} grid, not {grid}; build it with "
@@ -110,6 +117,8 @@ class FoundationModel(nn.Module):
         if self.input_norm == "imagenet":
             x = ((x + 1.0) / 2.0 - self.imagenet_mean) / self.imagenet_std
         x = x.to(self.model.patch_embed.proj.weight.dtype)
+        if self.spatial_output:
+            return self.model.forward_features(x)
         # forward_features applies the final norm; drop CLS (and any register) tokens.
         tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
         return tokens.transpose(1, 2).reshape(x.shape[0], -1, *grid)

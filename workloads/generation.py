@@ -9,7 +9,8 @@ chunks of the index range) and the torch thread count.
 
 Seeding scheme (recorded in every sample manifest as `RNG_SCHEME`): the stream of index `i` is
 numpy's PCG64 seeded with `SeedSequence([seed, stream, i])`, with `stream` 0 for noise, 1 for
-uniform labels and 2 for the per-block class permutations of balanced labels. torch's CPU
+uniform labels, 2 for the per-block class permutations of balanced labels and 3 for the noise
+the ancestral `ddpm` sampler adds at each step (a row's draws follow one another in its stream). torch's CPU
 generator is not used because it keys only on the low 32 bits of its seed (`manual_seed(7)` and
 `manual_seed(7 + 2**32)` give the same numbers), so `seed * 2**32 + i` would ignore the seed,
 and any 32-bit hash of (seed, i) collides somewhere in 50K samples about one run in four.
@@ -20,7 +21,7 @@ Decoding follows the reference (`tokenizer/vavae.py::decode_to_images`): de-norm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,9 +31,10 @@ from workloads.dit.latent_norm import LatentStats
 from workloads.samplers import SamplerSpec, sample
 
 LABEL_POLICIES = ("uniform", "balanced")
-NOISE_STREAM, UNIFORM_LABEL_STREAM, BALANCED_LABEL_STREAM = 0, 1, 2
+NOISE_STREAM, UNIFORM_LABEL_STREAM, BALANCED_LABEL_STREAM, STEP_NOISE_STREAM = 0, 1, 2, 3
 RNG_SCHEME = (
-    "numpy PCG64(SeedSequence([seed, stream, index])); streams noise=0 uniform=1 balanced=2"
+    "numpy PCG64(SeedSequence([seed, stream, index])); streams noise=0 uniform=1 balanced=2 "
+    "ddpm-step=3"
 )
 
 
@@ -62,6 +64,20 @@ def initial_noise(
         for i in _check_indices(indices)
     ]
     return torch.from_numpy(np.stack(rows)).to(device)
+
+
+def step_noise(
+    indices: Sequence[int], shape: Sequence[int], seed: int, device: torch.device | str = "cpu"
+) -> Callable[[], torch.Tensor]:
+    """Fresh standard normals (len(indices), *shape) per call, row k from index k's own stream:
+    the ancestral sampler's per-step noise, as independent of batching as the initial noise."""
+    streams = [_index_rng(seed, STEP_NOISE_STREAM, i) for i in _check_indices(indices)]
+
+    def draw() -> torch.Tensor:
+        rows = [rng.standard_normal(tuple(shape), dtype=np.float32) for rng in streams]
+        return torch.from_numpy(np.stack(rows)).to(device)
+
+    return draw
 
 
 def class_labels(indices: Sequence[int], num_classes: int, policy: str, seed: int) -> torch.Tensor:
@@ -125,5 +141,6 @@ def generate_chunk(
     device = next(dit.parameters()).device
     noise = initial_noise(indices, latent_shape, seed, device)
     labels = class_labels(indices, num_classes, label_policy, seed)
-    latents = sample(dit, noise, labels.to(device), spec)
+    steps = step_noise(indices, latent_shape, seed, device) if spec.method == "ddpm" else None
+    latents = sample(dit, noise, labels.to(device), spec, step_noise=steps)
     return decode_to_uint8(tokenizer, latents, stats), labels

@@ -12,6 +12,11 @@ Sampling integrates dx/dt = v(x, t) forward from t = 0 (noise) to t = 1 (data), 
   small-scale tables (atol 1e-6, rtol 1e-3, no shift, no CFG interval). Its steps do not depend on
   the grid, which only sets where a trajectory is reported.
 
+* "ddpm" is DiT's ancestral sampler for its discrete epsilon-prediction objective (paper Tab. 1,
+  rung 0; `workloads.dit.diffusion`): `num_steps` evenly respaced steps of the 1000-step schedule
+  (DiT samples with 250), the learned variance where the model has one, run from step 999 down.
+  It has no time grid: `timestep_shift` and `cfg_interval_start` must stay 0.
+
 A run is fully described by one serialisable `SamplerSpec`.
 """
 
@@ -25,7 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-METHODS = ("euler", "heun", "dopri5")
+METHODS = ("euler", "heun", "dopri5", "ddpm")
+# A source of fresh standard-normal noise shaped like the batch, one draw per call.
+StepNoise = Callable[[], torch.Tensor]
 
 # v(x, t): x (B, C, H, W), t a 0-d float32 tensor -> velocity (B, C, H, W).
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -73,6 +80,8 @@ class SamplerSpec:
             raise ValueError(
                 f"cfg_channels must be a positive int or None, got {self.cfg_channels!r}"
             )
+        if self.method == "ddpm" and (self.timestep_shift or self.cfg_interval_start):
+            raise ValueError("ddpm has no time grid: timestep_shift and cfg_interval_start are 0")
         if not (self.atol > 0 and self.rtol > 0):
             raise ValueError(f"atol and rtol must be positive, got {self.atol}, {self.rtol}")
 
@@ -107,17 +116,23 @@ def time_grid(spec: SamplerSpec) -> torch.Tensor:
 
 
 def model_velocity(
-    model: nn.Module, y: torch.Tensor, spec: SamplerSpec, null_class: int | None = None
+    model: nn.Module,
+    y: torch.Tensor,
+    spec: SamplerSpec,
+    null_class: int | None = None,
+    variance: bool = False,
 ) -> Velocity:
-    """The conditional (optionally guided) velocity of a LightningDiT-like model.
+    """The conditional (optionally guided) velocity of a LightningDiT-like model (its eps, and
+    with `variance` its learned-variance channels, under the DDPM objective).
 
     With CFG the model sees the doubled batch [x; x] with labels [y; null] through
     `forward_with_cfg`, and the conditional (first) half is returned.
     """
+    extra = {"variance": True} if variance else {}
     if not spec.uses_cfg:
 
         def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model(x, t.reshape(1).expand(x.shape[0]), y)
+            return model(x, t.reshape(1).expand(x.shape[0]), y, **extra)
 
         return conditional
 
@@ -133,6 +148,7 @@ def model_velocity(
             cfg_scale=spec.cfg_scale,
             cfg_interval_start=spec.cfg_interval_start,
             cfg_channels=spec.cfg_channels,
+            **extra,
         )
         return out[: x.shape[0]]
 
@@ -177,8 +193,42 @@ def _dopri5(
     return odeint(time_first, x, grid, method="dopri5", atol=spec.atol, rtol=spec.rtol)
 
 
+def ddpm_ancestral(
+    model: nn.Module,
+    noise: torch.Tensor,
+    y: torch.Tensor,
+    spec: SamplerSpec,
+    null_class: int | None = None,
+    step_noise: StepNoise | None = None,
+) -> torch.Tensor:
+    """DiT's `p_sample_loop` on `spec.num_steps` respaced steps: x_{k-1} = mean + sigma * z, no
+    noise added at the last step. `step_noise` supplies each z (default: the global torch
+    stream); the network is fed the original step number of each respaced step."""
+    from workloads.dit.diffusion import GaussianDiffusion
+
+    diffusion, kept = GaussianDiffusion.linear().respaced(spec.num_steps)
+    learn_sigma = bool(getattr(model, "learn_sigma", False))
+    predict = model_velocity(model, y, spec, null_class, variance=learn_sigma)
+    x = noise
+    for k in reversed(range(len(kept))):
+        index = torch.full((x.shape[0],), k, device=x.device, dtype=torch.long)
+        output = predict(x, torch.tensor(float(kept[k]), device=x.device))
+        mean, log_var = diffusion.p_mean_variance(output.float(), x, index, learn_sigma)
+        if k == 0:
+            return mean
+        z = step_noise() if step_noise is not None else torch.randn_like(x)
+        x = mean + torch.exp(0.5 * log_var) * z.to(x.device, x.dtype)
+    return x
+
+
+def _check_ode(spec: SamplerSpec) -> None:
+    if spec.method == "ddpm":
+        raise ValueError("ddpm is not an ODE solver: sample() runs it")
+
+
 def integrate(velocity: Velocity, x_init: torch.Tensor, spec: SamplerSpec) -> torch.Tensor:
     """The state at t = grid[-1] (= 1), keeping no intermediate states."""
+    _check_ode(spec)
     grid = time_grid(spec).to(x_init.device)
     if spec.method == "dopri5":
         # Adaptive steps ignore the output grid, so asking for the end point only is the same
@@ -194,6 +244,7 @@ def integrate_trajectory(
     velocity: Velocity, x_init: torch.Tensor, spec: SamplerSpec
 ) -> torch.Tensor:
     """States at every grid point, (num_steps, *x_init.shape); [0] is x_init, [-1] the sample."""
+    _check_ode(spec)
     grid = time_grid(spec).to(x_init.device)
     if spec.method == "dopri5":
         return _dopri5(velocity, x_init, grid, spec)
@@ -210,11 +261,13 @@ def sample(
     y: torch.Tensor,
     spec: SamplerSpec,
     null_class: int | None = None,
+    step_noise: StepNoise | None = None,
 ) -> torch.Tensor:
     """Final conditional samples (B, C, H, W) in model latent space, from noise at t = 0.
 
-    `null_class` (the unconditional label for CFG) defaults to `model.num_classes`. De-normalise
-    with `LatentStats.invert` before decoding.
+    `null_class` (the unconditional label for CFG) defaults to `model.num_classes`; `step_noise`
+    feeds the ancestral `ddpm` sampler (the ODE methods draw nothing after the initial noise).
+    De-normalise with `LatentStats.invert` before decoding.
     """
     if noise.ndim != 4:
         raise ValueError(f"noise must be (B, C, H, W), got {tuple(noise.shape)}")
@@ -224,4 +277,6 @@ def sample(
         raise ValueError(
             "call model.eval() before sampling: in train mode labels are dropped at random"
         )
+    if spec.method == "ddpm":
+        return ddpm_ancestral(model, noise, y, spec, null_class, step_noise)
     return integrate(model_velocity(model, y, spec, null_class), noise, spec)

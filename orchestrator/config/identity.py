@@ -100,6 +100,7 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
     )
     gen = cfg.generator
     generator_section = {
+        "objective": gen.objective,
         "model": to_dict(gen.model),
         "transport": to_dict(gen.transport),
         "optimizer": to_dict(gen.optimizer),

@@ -201,19 +201,53 @@ def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False, default_flow_style=None, width=100)
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file, turning I/O and syntax problems into one-line ConfigErrors."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"{path}: no such file")
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice; PyYAML alone would silently keep the last value."""
+
+    def __init__(self, key: object, first_line: int, second_line: int):
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+        super().__init__(f"duplicate key `{key}` at lines {first_line} and {second_line}")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a mapping holding the same key twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        # Only keys written in this mapping count: a `<<: *anchor` merge supplies defaults that
+        # written keys may override (how a ladder of cumulative points is spelled).
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise DuplicateKeyError(key, seen[key], line)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text (a file's or a `--set` value) strictly; `source` names it in errors."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as err:
+        raise ConfigError("", f"{source}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(
-            "", f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})"
+            "", f"{source}:{where} invalid YAML ({getattr(err, 'problem', err)})"
         ) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file, turning I/O, syntax and duplicate-key problems into one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"{path}: no such file")
+    return parse_yaml(path.read_text(), str(path))
 
 
 def content_hash(obj: Any, length: int = 16) -> str:

@@ -246,6 +246,10 @@ class EMAConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class GeneratorConfig:
+    # rectified_flow: the LightningDiT transport below. ddpm: DiT's own objective (paper Tab. 1,
+    # rung 0): 1000-step linear-beta DDPM, epsilon prediction, with `model.learn_sigma` the
+    # learned variance and hybrid loss; sampled by `sampler.method: ddpm`.
+    objective: Literal["rectified_flow", "ddpm"] = "rectified_flow"
     model: GeneratorModelConfig = field(default_factory=GeneratorModelConfig)
     transport: TransportConfig = field(default_factory=TransportConfig)
     optimizer: AdamWConfig = field(default_factory=AdamWConfig)
@@ -290,7 +294,9 @@ class GeneratorConfig:
 class SamplerConfig:
     """Defaults: the 64-epoch XL/1 setting that gives FID 2.11 (configs/reproductions/*_64ep_cfg)."""
 
-    method: Literal["euler", "heun", "dopri5"] = "euler"
+    # euler / heun / dopri5 integrate the flow ODE; ddpm is DiT's ancestral sampler, for
+    # `generator.objective: ddpm` only (num_steps respaced steps; no shift, no CFG interval).
+    method: Literal["euler", "heun", "dopri5", "ddpm"] = "euler"
     # Grid points, as the reference: 250 points = 249 Euler steps.
     num_steps: int = 250
     timestep_shift: float = 0.3

@@ -191,6 +191,8 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
         )
 
     vf = tok.vf
+    if vf.enabled and vf.foundation != "standin":
+        check_timm_name(vf.foundation, "tokenizer.vf.foundation")
     _check_margins(vf.cos_margin, vf.distmat_margin, vf.vf_weight, "tokenizer.vf")
     _positive(vf.cos_weight, "tokenizer.vf.cos_weight", allow_zero=True)
     _positive(vf.distmat_weight, "tokenizer.vf.distmat_weight", allow_zero=True)
@@ -297,6 +299,7 @@ def _check_generator(cfg: ExperimentConfig) -> None:
         "generator.transport.uniform_t_after_step",
         allow_zero=True,
     )
+    _check_objective(cfg)
     _positive(gen.latent_multiplier, "generator.latent_multiplier")
     if gen.pretrained_latent_stats is not None and gen.pretrained is None:
         raise ConfigError(
@@ -310,6 +313,41 @@ def _check_generator(cfg: ExperimentConfig) -> None:
         )
 
 
+def _check_objective(cfg: ExperimentConfig) -> None:
+    """DiT's DDPM and rectified flow each need their own sampler; flow-only keys stay off."""
+    gen, sampler = cfg.generator, cfg.sampler
+    if gen.objective == "rectified_flow":
+        if sampler.method == "ddpm":
+            raise ConfigError(
+                "sampler.method", "`ddpm` samples generator.objective: ddpm, not rectified flow"
+            )
+        if gen.model.learn_sigma:
+            raise ConfigError(
+                "generator.model.learn_sigma",
+                "a learned variance needs generator.objective: ddpm (rectified flow has none)",
+            )
+        return
+    if sampler.method != "ddpm":
+        raise ConfigError(
+            "sampler.method",
+            f"generator.objective: ddpm needs sampler.method: ddpm, got {sampler.method!r}",
+        )
+    transport = gen.transport
+    for key in ("use_lognorm", "use_cosine_loss", "uniform_t_after_step"):
+        if getattr(transport, key):
+            raise ConfigError(
+                f"generator.transport.{key}",
+                "is a rectified-flow setting; with generator.objective: ddpm set it false/null",
+            )
+    for key in ("timestep_shift", "cfg_interval_start"):
+        if getattr(sampler, key):
+            raise ConfigError(
+                f"sampler.{key}", "must be 0 with sampler.method: ddpm (no time grid)"
+            )
+    if sampler.num_steps > 1000:
+        raise ConfigError("sampler.num_steps", "ddpm respaces 1000 steps: at most 1000")
+
+
 def _check_dit_name(name: str) -> None:
     from workloads.dit import LightningDiT_models
 
@@ -319,6 +357,29 @@ def _check_dit_name(name: str) -> None:
         hint = closest(name, LightningDiT_models)
         extra = f" (did you mean `{hint}`?)" if hint else ""
         raise ConfigError("generator.model.name", f"unknown model {name!r}{extra}")
+
+
+def check_timm_name(name: str, path: str) -> None:
+    """A foundation or evaluator model name must be a preset or an architecture timm knows.
+
+    Checked against timm's local registry (no network): a typo otherwise passes `--dry-run` and
+    fails only when a trial builds the model on the cluster. Whether a local weights file fits
+    the architecture is checked when it is loaded (strictly, naming the file).
+    """
+    from workloads.foundation import FOUNDATION_PRESETS
+
+    if name in FOUNDATION_PRESETS:
+        return
+    import timm  # here: timm pulls in torchvision, needed only for names outside the presets
+
+    if timm.is_model(name):
+        return
+    from orchestrator.config.loading import closest
+
+    known = [*FOUNDATION_PRESETS, *timm.list_models(pretrained=True)]
+    hint = closest(name, known)
+    extra = f" (did you mean `{hint}`?)" if hint else ""
+    raise ConfigError(path, f"{name!r} is neither a preset nor a timm model name{extra}")
 
 
 def _check_sampler(s: SamplerConfig, path: str) -> None:

@@ -115,6 +115,8 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
             f"{len(gens)} generators, {len(points)} generator evaluations"
         )
         lines.append(table(HEADERS, [point_row(p) for p in points]))
+        if sweep.search.points:
+            lines += point_changes(points)
         first = points[0].config
         lines.append(f"storage: {first.storage}   dataset: {dataset_summary(first)}")
         lines.extend(pretrained_files(points))
@@ -150,6 +152,26 @@ def pretrained_files(points: list[SweepPoint]) -> list[str]:
         digest = content_digest(uri)
         state = f"sha256 {digest}" if digest else "NOT READABLE HERE (a run stops with exit 2)"
         lines.append(f"{key}: {uri}  {state}")
+    return lines
+
+
+def point_changes(points: list[SweepPoint]) -> list[str]:
+    """What each explicit point sets beyond the base, keys the table's columns may not show.
+
+    A ladder (every point keeps all keys of the one before, like paper Tab. 1's rungs) reads as
+    the change each rung adds; other points are listed whole.
+    """
+    ladder = all(set(a.overrides) <= set(b.overrides) for a, b in zip(points, points[1:]))
+    title = "what each point adds to the one before" if ladder else "what each point sets"
+    lines = [f"point overrides ({title}):"]
+    previous: dict[str, object] = {}
+    for point in points:
+        shown = {
+            k: v for k, v in point.overrides.items() if not ladder or previous.get(k, ...) != v
+        }
+        text = ", ".join(f"{k}={v}" for k, v in shown.items())
+        lines.append(f"  {point.index}: {text or '(base)'}")
+        previous = point.overrides
     return lines
 
 

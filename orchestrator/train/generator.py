@@ -24,6 +24,7 @@ from orchestrator.train.state import Extra, load_extra
 from orchestrator.train.workload import ModelBundle, load_full_weights
 from workloads.dit import (
     EMA,
+    DDPMObjective,
     LatentStats,
     LightningDiT,
     RectifiedFlowObjective,
@@ -63,6 +64,7 @@ class GeneratorWorkload:
             name: RectifiedFlowObjective(time_sampling=name, **weights)
             for name in ("logit_normal", "uniform")
         }
+        self.objectives["ddpm"] = DDPMObjective(learn_sigma=gen.model.learn_sigma)
         self.ema: EMA | None = None
         self._zero_stage = cfg.generator.training.zero_stage
 
@@ -86,6 +88,12 @@ class GeneratorWorkload:
         )
         return ModelBundle(model, optimizer)
 
+    def objective(self, global_step: int) -> RectifiedFlowObjective | DDPMObjective:
+        """DiT's DDPM, or rectified flow with t drawn as `time_sampling` says at this step."""
+        if self.cfg.generator.objective == "ddpm":
+            return self.objectives["ddpm"]
+        return self.objectives[self.time_sampling(global_step)]
+
     def time_sampling(self, global_step: int) -> str:
         """Logit-normal t, switched to uniform once `uniform_t_after_step` steps are done."""
         transport = self.cfg.generator.transport
@@ -104,8 +112,7 @@ class GeneratorWorkload:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         tensors = {key: torch.from_numpy(value).to(self.device) for key, value in batch.items()}
         z, labels = self.sampler(tensors, self.noise_rng)
-        objective = self.objectives[self.time_sampling(global_step)]
-        terms = objective(engine, z, labels, generator=self.noise_rng)
+        terms = self.objective(global_step)(engine, z, labels, generator=self.noise_rng)
         loss = terms.pop("loss")
         return loss, terms
 

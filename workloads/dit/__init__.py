@@ -5,6 +5,7 @@ from workloads.dit.checkpoint import (
     LoadReport,
     load_lightningdit_checkpoint,
 )
+from workloads.dit.diffusion import DDPMObjective, GaussianDiffusion
 from workloads.dit.ema import EMA
 from workloads.dit.latent_norm import LatentStats
 from workloads.dit.model import LightningDiT
@@ -18,6 +19,8 @@ __all__ = [
     "LightningDiT",
     "LightningDiT_models",
     "LoadReport",
+    "DDPMObjective",
+    "GaussianDiffusion",
     "RectifiedFlowObjective",
     "flow_path",
     "load_lightningdit_checkpoint",

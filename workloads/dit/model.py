@@ -240,8 +240,14 @@ class LightningDiT(nn.Module):
         x = torch.einsum("nhwpqc->nchpwq", x)
         return x.reshape(tokens.shape[0], c, grid * p, grid * p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Velocity for latents x (B, C, H, W), flow times t (B,) in [0, 1], labels y (B,)."""
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, variance: bool = False
+    ) -> torch.Tensor:
+        """Velocity for latents x (B, C, H, W), flow times t (B,) in [0, 1], labels y (B,).
+
+        Under DiT's DDPM objective (`workloads.dit.diffusion`) t is the integer step and the
+        output is eps; `variance=True` keeps the learned-variance channels (`learn_sigma`).
+        """
         self.check_inputs(x, t, y)
         # The absolute sin-cos table is still added although every block also applies RoPE.
         tokens = self.x_embedder(x) + self.pos_embed
@@ -258,7 +264,7 @@ class LightningDiT(nn.Module):
             else:
                 tokens = block(tokens, c, self.feat_rope)
         out = self.unpatchify(self.final_layer(tokens, c))
-        if self.learn_sigma:
+        if self.learn_sigma and not variance:
             out = out[:, : self.in_channels]
         return out
 
@@ -270,6 +276,7 @@ class LightningDiT(nn.Module):
         cfg_scale: float,
         cfg_interval_start: float = 0.0,
         cfg_channels: int | None = 3,
+        variance: bool = False,
     ) -> torch.Tensor:
         """Classifier-free guided velocity on a doubled batch, as the reference computes it.
 
@@ -278,14 +285,15 @@ class LightningDiT(nn.Module):
         channels, or to all channels with `cfg_channels=None`. Where `t[0] < cfg_interval_start`
         the guided channels are the conditional prediction (CFG interval; 0.0 = always guided,
         which equals the reference's `cfg_interval=False`). The other channels keep the unguided
-        prediction of each row. Returns the full (2B', C, H, W) batch; callers keep the first half.
+        prediction of each row (DiT's learned variance too, with `variance=True`). Returns the
+        full (2B', C, H, W) batch; callers keep the first half.
         """
         if x.shape[0] % 2 != 0:
             raise ValueError(
                 f"forward_with_cfg needs an even batch [cond; uncond], got {x.shape[0]}"
             )
         half = x[: x.shape[0] // 2]
-        out = self(torch.cat([half, half], dim=0), t, y)
+        out = self(torch.cat([half, half], dim=0), t, y, variance=variance)
         # Default 3: for exact reproducibility of DiT/LightningDiT numbers only the first three
         # latent channels are guided (a DiT legacy from 3-channel pixels; LightningDiT issue #21).
         # All released cfg scales were tuned with it. cfg_channels=None guides every channel.
