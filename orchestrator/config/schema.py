@@ -43,6 +43,10 @@ class DatasetConfig:
     train_split: str = "train"
     val_split: str = "val"
     resolution: int = 256
+    # Tokenizer training view: `random` is the reference's (short side to `resolution`,
+    # bilinear, a random square crop per sample and epoch, no flip); `center` the fixed ADM
+    # centre crop. Latent extraction always uses the ADM crop + flip, as the reference does.
+    train_crop: Literal["random", "center"] = "random"
     # Null = the number of class folders (embedded: `embedded.num_classes`).
     num_classes: int | None = 1000
     # Optional file mapping class-folder name -> label index (one `name index` pair per line).
