@@ -295,18 +295,19 @@ class TrainKit:
         return TrainStream(source, cfg.seed), {"latent_stats": stats}
 
     @classmethod
-    def fit(cls, cfg, workload: str, metrics_path, hooks=None):
-        """`fit_stage` on the synthetic data, appending every report to `metrics_path`."""
+    def fit(cls, cfg, workload: str, metrics_path, hooks=None, stream=None):
+        """`fit_stage` on `stream` (default: the synthetic data), appending every report to
+        `metrics_path`."""
         from orchestrator.storage.store import Storage
         from orchestrator.train import fit_stage
         from orchestrator.train.callbacks import MetricsFileCallback
 
-        stream, inputs = cls.dataset(cfg, workload)
+        synthetic, inputs = cls.dataset(cfg, workload)
         return fit_stage(
             cfg,
             Storage.from_uri(cfg.storage),
             workload,
-            stream,
+            stream or synthetic,
             inputs=inputs,
             callbacks=[MetricsFileCallback(metrics_path)],
             hooks=hooks,
