@@ -169,9 +169,13 @@ def test_exact_resume(train_kit, sources, stopped_run, tmp_path):
         assert before["epoch"] == after["epoch"]
         for term in TERMS[WORKLOADS[source]]:
             assert after[term] == before[term], (after["step"], term)
-    for name in ("model", "ema"):
-        a = load_file(str(Path(full.export_dir) / f"{name}.safetensors"))
-        b = load_file(str(Path(resumed.export_dir) / f"{name}.safetensors"))
+    exported = sorted(p.name for p in Path(full.export_dir).glob("*.safetensors"))
+    assert exported and exported == sorted(
+        p.name for p in Path(resumed.export_dir).glob("*.safetensors")
+    )
+    for name in exported:
+        a = load_file(str(Path(full.export_dir) / name))
+        b = load_file(str(Path(resumed.export_dir) / name))
         assert set(a) == set(b)
         assert all(torch.equal(a[key], b[key]) for key in a), name
 
