@@ -20,8 +20,9 @@ import ray
 from orchestrator.config import ExperimentConfig
 from orchestrator.data.ingest import IngestResult
 from orchestrator.data.parquet_io import read_table
+from orchestrator.data.sources import locator, read_image_bytes
 from orchestrator.data.stream import TrainStream
-from workloads.datasets.decode import decode_file
+from workloads.datasets.decode import decode_bytes, decode_file
 from workloads.datasets.transforms import (
     adm_preprocess,
     reference_train_preprocess,
@@ -39,33 +40,47 @@ class StaleIndexError(RuntimeError):
     """A file that passed ingestion no longer decodes: the tree changed after ingestion."""
 
 
-def _decode(path: str, max_pixels: int):
-    result = decode_file(path, max_pixels=max_pixels)
+def _decode(path: str, row: int, max_pixels: int):
+    if row < 0:
+        result = decode_file(path, max_pixels=max_pixels)
+    else:
+        result = decode_bytes(read_image_bytes(path, row), max_pixels=max_pixels)
     if not result.ok:
         # Never skip silently here: a missing image would shift what training or the cache
         # believe the dataset is. The index was valid at ingestion, so the tree has changed.
         raise StaleIndexError(
-            f"{path} passed ingestion but now fails ({result.skip_reason}: {result.detail}); "
+            f"{locator(path, row)} passed ingestion but now fails ({result.skip_reason}: {result.detail}); "
             "the dataset changed after ingestion: delete the ingest directory and rerun"
         )
     return result.image
 
 
-def load_image(path: str, *, resolution: int, max_pixels: int, view: View = "adm") -> np.ndarray:
-    """Decode one validated file into float32 (3, R, R) in [-1, 1] with the given view."""
-    image = _decode(path, max_pixels)
+def load_image(
+    path: str, *, row: int = -1, resolution: int, max_pixels: int, view: View = "adm"
+) -> np.ndarray:
+    """Decode one validated image (a file, or `row` of a Parquet shard) into float32
+    (3, R, R) in [-1, 1] with the given view."""
+    image = _decode(path, row, max_pixels)
     if view == "resize_center":
         return resize_center_crop(image, resolution)
     return adm_preprocess(image, resolution)
 
 
 def load_images(
-    paths: list[str], *, resolution: int, max_pixels: int, view: View = "adm"
+    paths: list[str],
+    *,
+    rows: list[int] | None = None,
+    resolution: int,
+    max_pixels: int,
+    view: View = "adm",
 ) -> np.ndarray:
-    """`load_image` of each path, stacked into float32 (N, 3, R, R)."""
+    """`load_image` of each (path, row), stacked into float32 (N, 3, R, R)."""
+    rows = rows if rows is not None else [-1] * len(paths)
     images = np.empty((len(paths), 3, resolution, resolution), dtype=np.float32)
-    for i, path in enumerate(paths):
-        images[i] = load_image(path, resolution=resolution, max_pixels=max_pixels, view=view)
+    for i, (path, row) in enumerate(zip(paths, rows)):
+        images[i] = load_image(
+            path, row=row, resolution=resolution, max_pixels=max_pixels, view=view
+        )
     return images
 
 
@@ -74,7 +89,11 @@ def _decode_batch(
 ) -> dict[str, np.ndarray]:
     return {
         "image": load_images(
-            batch["path"].to_pylist(), resolution=resolution, max_pixels=max_pixels, view=view
+            batch["path"].to_pylist(),
+            rows=batch["row"].to_pylist(),
+            resolution=resolution,
+            max_pixels=max_pixels,
+            view=view,
         ),
         "label": batch["label"].to_numpy().astype(np.int64),
         "image_id": np.asarray(batch["image_id"].to_pylist(), dtype=object),
@@ -98,7 +117,7 @@ def image_dataset(
     """
     if split not in ingested.index_paths:
         raise KeyError(f"split {split!r} was not ingested (have {sorted(ingested.index_paths)})")
-    index = read_table(ingested.index_paths[split], columns=["path", "label", "image_id"])
+    index = read_table(ingested.index_paths[split], columns=["path", "row", "label", "image_id"])
     if limit is not None:
         index = index.slice(0, limit)
     if len(index) == 0:
@@ -119,10 +138,11 @@ def image_dataset(
 
 
 @functools.lru_cache(maxsize=2)
-def _index_paths(uri: str) -> tuple[np.ndarray, np.ndarray]:
+def _index_paths(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Once per worker process: ImageNet's index is ~100 MB of path strings.
-    table = read_table(uri, columns=["path", "label"])
-    return np.asarray(table["path"].to_pylist(), dtype=object), table["label"].to_numpy()
+    table = read_table(uri, columns=["path", "row", "label"])
+    paths = np.asarray(table["path"].to_pylist(), dtype=object)
+    return paths, table["row"].to_numpy(), table["label"].to_numpy()
 
 
 @dataclass(frozen=True)
@@ -140,10 +160,10 @@ class ImageRows:
         return np.random.default_rng([seed, epoch]).permutation(self.num_rows)
 
     def fetch(self, rows: np.ndarray, seed: int, epoch: int) -> dict[str, np.ndarray]:
-        paths, labels = _index_paths(self.index_uri)
+        paths, locations, labels = _index_paths(self.index_uri)
         images = np.empty((len(rows), 3, self.resolution, self.resolution), dtype=np.float32)
         for i, row in enumerate(rows.tolist()):
-            image = _decode(paths[row], self.max_pixels)
+            image = _decode(paths[row], int(locations[row]), self.max_pixels)
             if self.train_crop == "random":
                 # Keyed by (seed, epoch, row): independent of which task, rank or resume
                 # decodes it, and new every epoch.

@@ -256,11 +256,12 @@ def reconstruction_grid(cfg, storage: Storage, rel: str, ingested, tensors) -> s
     from orchestrator.evaluation.generate import sample_grid
     from workloads.vavae import AutoencoderKL, load_autoencoder_weights
 
-    index = read_table(ingested.index_paths[cfg.dataset.val_split], columns=["path"]).slice(
+    index = read_table(ingested.index_paths[cfg.dataset.val_split], columns=["path", "row"]).slice(
         0, GRID_IMAGES
     )
     images = load_images(
         index.column("path").to_pylist(),
+        rows=index.column("row").to_pylist(),
         resolution=cfg.dataset.resolution,
         max_pixels=cfg.dataset.max_image_pixels,
         view="resize_center",
