@@ -151,3 +151,41 @@ def test_export_round_trips_through_the_parquet_source(tmp_path, ray_local):
     a = pq.read_table(folder.index_paths["train"])["label"].to_pylist()
     b = pq.read_table(back.index_paths["train"])["label"].to_pylist()
     assert a == b
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> None:
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def test_webdataset_tars_ingest_with_bad_members_named(tmp_path, ray_local):
+    root = tmp_path / "wds"
+    for shard in range(2):
+        members = {}
+        for i in range(shard * 5, shard * 5 + 5):
+            members[f"{i:06d}.png"] = b"garbage" if i == 6 else png(i)
+            members[f"{i:06d}.cls"] = str(i % 3).encode()
+        write_tar(root / f"train-{shard:06d}.tar", members)
+    write_tar(root / "val-000000.tar", {"000100.png": png(100), "000100.cls": b"2"})
+    cfg = config(root, tmp_path / "storage", source="webdataset", max_skip_fraction=0.2)
+    result = ingest(cfg, Storage.from_uri(str(tmp_path / "storage")))
+    assert result.counts == {"train": 9, "val": 1} and result.skipped == {"not_an_image": 1}
+    report = json.loads(Path(result.report_path).read_text())
+    assert report["skipped"][0]["path"].split("/")[-1].startswith("train-000001.tar#row=")
+    assert report["skipped"][0]["image_id"] == "train-000001.tar/000006.png"
+    rows = image_dataset(result, cfg, "train").take_all()
+    assert sorted(int(r["label"]) for r in rows) == sorted(i % 3 for i in range(10) if i != 6)
+
+
+def test_tar_without_image_members_names_the_file(tmp_path, ray_local):
+    root = tmp_path / "wds"
+    write_tar(root / "train-000000.tar", {"000001.txt": b"hello", "000001.cls": b"0"})
+    cfg = config(root, tmp_path / "storage", source="webdataset")
+    with pytest.raises(SourceError, match="train-000000.tar: no image members"):
+        ingest(cfg, Storage.from_uri(str(tmp_path / "storage")))

@@ -37,9 +37,10 @@ class EmbeddedDatasetConfig:
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
     # `folder`: an ImageNet-style tree `<root>/<split>/<class>/*.JPEG` (a flat `<root>/val/`
-    # with `val_labels`); `parquet`: Hugging Face-layout shards (`image.bytes` + `label`),
-    # local or s3:// / gs://; `embedded`: the procedural set written under `root`.
-    source: Literal["folder", "parquet", "embedded"] = "folder"
+    # with `val_labels`); `parquet`: Hugging Face-layout shards (`image.bytes` + `label`);
+    # `webdataset`: tars of `<key>.jpg` + `<key>.cls`; both local or s3:// / gs://;
+    # `embedded`: the procedural set written under `root`.
+    source: Literal["folder", "parquet", "webdataset", "embedded"] = "folder"
     # For `embedded`, where it is written (null = under the storage dir, keyed by the dataset
     # identity).
     root: str | None = None

@@ -135,7 +135,7 @@ def _check_dataset(cfg: ExperimentConfig) -> None:
     _check_file(ds.val_synsets, "dataset.val_synsets")
     if ds.val_labels is not None and ds.source != "folder":
         raise ConfigError("dataset.val_labels", "only a `folder` source has a flat val split")
-    if ds.source in ("folder", "parquet"):
+    if ds.source in ("folder", "parquet", "webdataset"):
         local = ds.root is not None and "://" not in ds.root
         if local and not Path(ds.root).expanduser().is_dir():
             raise ConfigError("dataset.root", f"dataset folder does not exist: {ds.root}")

@@ -34,6 +34,7 @@ from orchestrator.data.listing import (
     list_flat_split,
     list_parquet_split,
     list_split,
+    list_tar_split,
     parquet_classes,
     read_val_labels,
     scan_parquet_split,
@@ -124,12 +125,14 @@ def dataset_root(cfg: ExperimentConfig, storage: Storage, dataset_key: str) -> s
     """The tree or shard folder to ingest (a path or a URI); for the embedded source, written
     first unless `dataset.root` is set."""
     data = cfg.dataset
-    if data.source in ("folder", "parquet"):
+    if data.source in ("folder", "parquet", "webdataset"):
         if data.root is None:
             raise ValueError(f"dataset.root must be set for source={data.source}")
         if "://" in data.root:
             if data.source == "folder":
-                raise ValueError("source=folder reads POSIX paths; use parquet for object stores")
+                raise ValueError(
+                    "source=folder reads POSIX paths; use parquet or webdataset for object stores"
+                )
             return data.root
         return str(Path(data.root).expanduser().resolve())
     if data.root is not None:
@@ -161,6 +164,18 @@ def _listings(cfg: ExperimentConfig, root: str) -> tuple[ClassIndex, list[SplitL
         else:
             listings.append(list_parquet_split(val, classes, data.max_images))
         return classes, listings
+    if data.source == "webdataset":
+        train, labels = list_tar_split(root, data.train_split, data.num_classes, data.max_images)
+        listings = [train]
+        try:
+            val, _ = list_tar_split(root, data.val_split, data.num_classes, data.max_images)
+        except FileNotFoundError:
+            log.warning("no %s tars under %s; ingesting %s only", data.val_split, root, train.split)
+        else:
+            listings.append(val)
+        # Tars carry label numbers only: the numbers are the class names.
+        names = [str(i) for i in range(max(labels, data.num_classes or 0))]
+        return ClassIndex({name: i for i, name in enumerate(names)}, names), listings
     tree = Path(root)
     classes = discover_classes(tree / data.train_split, data.label_map)
     listings = [list_split(tree, data.train_split, classes, data.max_images)]
@@ -323,10 +338,12 @@ def _write_report(
     listings: list[SplitListing],
 ) -> None:
     files = [
-        {"path": locator(path, row), "reason": reason, "detail": detail}
-        for path, row, reason, detail in zip(
+        # `path` names the file, or the shard and row / tar offset; `image_id` the member.
+        {"path": locator(path, row), "image_id": image_id, "reason": reason, "detail": detail}
+        for path, row, image_id, reason, detail in zip(
             skipped_rows["path"].to_pylist(),
             skipped_rows["row"].to_pylist(),
+            skipped_rows["image_id"].to_pylist(),
             skipped_rows["skip_reason"].to_pylist(),
             skipped_rows["detail"].to_pylist(),
         )

@@ -1,5 +1,6 @@
 """Listing a dataset into a table of image descriptors: an ImageNet-style tree
-`<root>/<split>/<class>/<file>`, a flat `val/` with a ground-truth file, or Parquet shards.
+`<root>/<split>/<class>/<file>`, a flat `val/` with a ground-truth file, Parquet shards, or
+WebDataset tars (`sources.py`).
 
 Labels follow torchvision's ImageFolder: sorted class-folder names -> 0..K-1, taken from the
 training split so every split shares one mapping, unless a label-map file (`name index` per
@@ -17,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.data.sources import filesystem, parquet_shards, shard_labels
+from orchestrator.data.sources import (
+    filesystem,
+    parquet_shards,
+    scan_tar,
+    shard_labels,
+    tar_shards,
+)
 
 # Matched case-insensitively (ImageNet's files are `*.JPEG`).
 IMAGE_EXTENSIONS = frozenset(
@@ -293,3 +300,28 @@ def list_parquet_split(
         name = uri.rsplit("/", 1)[-1]
         rows += [(uri, f"{name}#{i}", int(label), size, i) for i, label in enumerate(labels)]
     return SplitListing(scanned.split, _table(scanned.split, rows, max_images), [], [])
+
+
+# --------------------------------------------------------------------------------------------
+# WebDataset tars
+# --------------------------------------------------------------------------------------------
+def list_tar_split(
+    root: str, split: str, num_classes: int | None, max_images: int | None
+) -> tuple[SplitListing, int]:
+    """One listing row per image member (tar, header offset), `image_id` `<tar name>/<member>`;
+    also the label count the members imply (max `.cls` + 1)."""
+    shards = tar_shards(root, split)
+    if not shards:
+        raise FileNotFoundError(
+            f"no WebDataset tars of split {split!r} under {root} (looked for {split}-*.tar in "
+            f"it and in data/, and for {split}/*.tar)"
+        )
+    rows = []
+    for uri in shards:
+        name = uri.rsplit("/", 1)[-1]
+        for sample in scan_tar(uri, IMAGE_EXTENSIONS):
+            if sample.label < 0 or (num_classes is not None and sample.label >= num_classes):
+                raise ValueError(f"{uri}: {sample.member} has label {sample.label}")
+            rows.append((uri, f"{name}/{sample.member}", sample.label, sample.size, sample.offset))
+    labels = max((row[2] for row in rows), default=-1) + 1
+    return SplitListing(split, _table(split, rows, max_images), [], []), labels

@@ -1,4 +1,4 @@
-"""Where image bytes live: files of a class-folder tree, or rows of Parquet shards.
+"""Where image bytes live: files of a class-folder tree, rows of Parquet shards, tar members.
 
 `dataset.source: parquet` reads the Hugging Face ImageNet layout: shards named `<split>-*.parquet`
 (under the root, `<root>/data/`, or `<root>/<split>/`), an `image` struct column with the
@@ -6,15 +6,24 @@ encoded `bytes` (and the original `path`), and an int `label` column; class name
 `huggingface` schema metadata (`ClassLabel` names) when the shards carry it. The root may be a
 local path or an `s3://` / `gs://` URI (pyarrow filesystems).
 
-An image is located by (`path`, `row`): `row` is -1 for a plain file, else the row of the
-Parquet shard `path`. Reading a row reads its row group once per process (cached), so a task
-that walks consecutive rows reads each row group once.
+`dataset.source: webdataset` reads WebDataset tar shards (`<split>-*.tar` under the root or
+`<root>/data/`, or `<root>/<split>/*.tar`): per sample key an image member (`.jpg`, `.png`,
+...) and a `.cls` member holding the integer label. The tars are scanned once for member
+offsets (headers and the small `.cls` members only), so any member can be read back directly;
+Ray Data's `read_webdataset` streams samples but does not expose offsets, which training's
+per-epoch random order and a resume that skips without decoding both need.
+
+An image is located by (`path`, `row`): `row` is -1 for a plain file, the row of a Parquet
+shard, or the header offset of a tar member. Reading a Parquet row reads its row group once per
+process (cached), so a task that walks consecutive rows reads each row group once.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import tarfile
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +54,10 @@ def _uri(root: str, path: str) -> str:
 def parquet_shards(root: str, split: str) -> list[str]:
     """Sorted shard URIs of `split`: `<split>-*.parquet` / `<split>_*.parquet` under the root
     or `<root>/data`, else every `*.parquet` under `<root>/<split>/`."""
+    return shards_with_suffix(root, split, ".parquet")
+
+
+def shards_with_suffix(root: str, split: str, suffix: str) -> list[str]:
     fs, base = filesystem(root)
     base = base.rstrip("/")
     found: list[str] = []
@@ -54,7 +67,7 @@ def parquet_shards(root: str, split: str) -> list[str]:
             info.path
             for info in infos
             if info.type == pafs.FileType.File
-            and info.base_name.endswith(".parquet")
+            and info.base_name.endswith(suffix)
             and info.base_name.startswith((f"{split}-", f"{split}_", f"{split}."))
         ]
     if not found:
@@ -62,7 +75,7 @@ def parquet_shards(root: str, split: str) -> list[str]:
         found = [
             info.path
             for info in infos
-            if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+            if info.type == pafs.FileType.File and info.base_name.endswith(suffix)
         ]
     return [_uri(root, path) for path in sorted(found)]
 
@@ -128,14 +141,76 @@ def locator(path: str, row: int) -> str:
 
 
 def read_image_bytes(path: str, row: int) -> bytes:
-    """The encoded image at (`path`, `row`): a whole file for `row` < 0, else a shard's row."""
+    """The encoded image at (`path`, `row`): a whole file for `row` < 0, a tar member at header
+    offset `row`, else a Parquet shard's row."""
     if row < 0:
         fs, local = filesystem(path)
         with fs.open_input_stream(local) as stream:
             return stream.read()
+    if path.endswith(".tar"):
+        fs, local = filesystem(path)
+        with fs.open_input_file(local) as handle:
+            handle.seek(row)
+            archive = tarfile.TarFile(fileobj=handle, mode="r")
+            member = archive.next()
+            if member is None or not member.isfile():
+                raise OSError(f"{path}: no file member at offset {row}")
+            return archive.extractfile(member).read()
     group = int(np.searchsorted(_group_starts(path), row, side="right") - 1)
     start, images = _row_group(path, group)
     data = images[row - start]
     if data is None:
         raise OSError(f"{path} row {row}: image bytes are null")
     return data
+
+
+# --------------------------------------------------------------------------------------------
+# WebDataset tars
+# --------------------------------------------------------------------------------------------
+def tar_shards(root: str, split: str) -> list[str]:
+    """Sorted tar URIs of `split`, found as `parquet_shards` finds Parquet files."""
+    return shards_with_suffix(root, split, ".tar")
+
+
+@dataclass(frozen=True)
+class TarSample:
+    key: str
+    member: str
+    offset: int
+    size: int
+    label: int
+
+
+def scan_tar(uri: str, image_suffixes: frozenset[str]) -> list[TarSample]:
+    """The image samples of one tar: member name, header offset, size and `.cls` label.
+    `SourceError` naming the tar when it cannot be read or holds no image members."""
+    fs, local = filesystem(uri)
+    images: dict[str, tarfile.TarInfo] = {}
+    labels: dict[str, int] = {}
+    try:
+        with fs.open_input_file(local) as handle, tarfile.TarFile(fileobj=handle) as archive:
+            for member in archive:
+                if not member.isfile() or "." not in member.name.rsplit("/", 1)[-1]:
+                    continue
+                # WebDataset keys end at the first dot of the file name.
+                folder, _, name = member.name.rpartition("/")
+                stem, _, suffix = name.partition(".")
+                key = f"{folder}/{stem}" if folder else stem
+                if "." + suffix.lower() in image_suffixes:
+                    images.setdefault(key, member)
+                elif suffix.lower() == "cls":
+                    text = archive.extractfile(member).read().decode().strip()
+                    if not text.lstrip("-").isdigit():
+                        raise SourceError(f"{uri}: {member.name} is not an integer label")
+                    labels[key] = int(text)
+    except (OSError, tarfile.TarError) as error:
+        raise SourceError(f"{uri}: cannot read as a tar ({error})") from error
+    if not images:
+        raise SourceError(f"{uri}: no image members (expected <key>.jpg/.png/... + <key>.cls)")
+    missing = [key for key in images if key not in labels]
+    if missing:
+        raise SourceError(f"{uri}: sample {missing[0]!r} has no .cls label member")
+    return [
+        TarSample(key, member.name, member.offset, member.size, labels[key])
+        for key, member in sorted(images.items(), key=lambda item: item[1].offset)
+    ]
