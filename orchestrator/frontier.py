@@ -46,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where every stage writes: a local dir, NFS mount or s3:// / gs:// URI (default ./runs)",
     )
     parser.add_argument(
-        "--data-root", help="dataset root with <split>/<class>/ image folders (sets dataset.root)"
+        "--data-root",
+        help="dataset root (sets dataset.root): <split>/<class>/ folders, or Parquet / tar "
+        "shards with dataset.source parquet / webdataset; local or s3:// / gs://",
     )
     parser.add_argument(
         "--set",
