@@ -106,9 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     print(format_plan(sweep, points, Path(path)))
     if args.dry_run:
         return 0
+    from orchestrator.data.sources import SourceError
     from orchestrator.sweep.tune import run_sweep
 
-    return run_sweep(sweep, points, overrides, resume=args.resume)
+    try:
+        return run_sweep(sweep, points, overrides, resume=args.resume)
+    except SourceError as err:  # a dataset file that cannot serve: one line naming it
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from orchestrator.data.sources import (
+    SourceError,
     filesystem,
     parquet_shards,
     scan_tar,
@@ -172,7 +173,7 @@ def read_val_labels(path: str, classes: ClassIndex, synsets_path: str | None) ->
 
     def label_of(synset: str, number: int) -> int:
         if synset not in classes.to_label:
-            raise ValueError(
+            raise SourceError(
                 f"{path}:{number}: synset {synset!r} is not a class of the training split"
             )
         return classes.to_label[synset]
@@ -321,7 +322,7 @@ def list_tar_split(
         name = uri.rsplit("/", 1)[-1]
         for sample in scan_tar(uri, IMAGE_EXTENSIONS):
             if sample.label < 0 or (num_classes is not None and sample.label >= num_classes):
-                raise ValueError(f"{uri}: {sample.member} has label {sample.label}")
+                raise SourceError(f"{uri}: {sample.member} has label {sample.label}")
             rows.append((uri, f"{name}/{sample.member}", sample.label, sample.size, sample.offset))
     labels = max((row[2] for row in rows), default=-1) + 1
     return SplitListing(split, _table(split, rows, max_images), [], []), labels
