@@ -321,6 +321,9 @@ def read_split(
     )
     if not split_dir.is_dir() and shards:
         return _read_parquet_split(shards, resolution)
+    tars = sorted([*Path(root).glob(f"{split}-*.tar"), *Path(root).glob(f"data/{split}-*.tar")])
+    if not split_dir.is_dir() and tars:
+        return _read_tar_split(tars, resolution)
     class_names = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
     images, labels = [], []
     for label, class_name in enumerate(class_names):
@@ -364,3 +367,39 @@ def _read_parquet_split(
         labels += table["label"].to_pylist()
     names = names or [str(i) for i in range(max(labels) + 1)]
     return np.stack(images), np.asarray(labels, dtype=np.int64), list(names)
+
+
+def _read_tar_split(
+    tars: list[Path], resolution: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`read_split` of WebDataset tars (`<key>.<image ext>` + `<key>.cls`); class names are
+    the label numbers."""
+    import io
+    import tarfile
+
+    from workloads.datasets.transforms import center_crop_arr
+
+    samples: dict[str, dict[str, bytes]] = {}
+    for tar in tars:
+        with tarfile.open(tar) as archive:
+            for member in archive:
+                if member.isfile() and "." in member.name:
+                    key, _, suffix = member.name.partition(".")
+                    samples.setdefault(f"{tar}:{key}", {})[suffix.lower()] = archive.extractfile(
+                        member
+                    ).read()
+    images, labels = [], []
+    for parts in samples.values():
+        data = next((parts[s.lstrip(".")] for s in IMAGE_SUFFIXES if s.lstrip(".") in parts), None)
+        if data is None or "cls" not in parts:
+            continue
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = image.convert("RGB")
+            if resolution is not None and rgb.size != (resolution, resolution):
+                rgb = center_crop_arr(rgb, resolution)
+            images.append(np.asarray(rgb))
+        labels.append(int(parts["cls"]))
+    if not images:
+        raise FileNotFoundError(f"no image samples in {tars[0].parent}")
+    names = [str(i) for i in range(max(labels) + 1)]
+    return np.stack(images), np.asarray(labels, dtype=np.int64), names
