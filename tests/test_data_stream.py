@@ -59,7 +59,8 @@ def _write_index(root: Path, sizes: list[tuple[int, int]]) -> str:
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
         paths.append(str(path))
     uri = str(root / "index.parquet")
-    pq.write_table(pa.table({"path": paths, "label": list(range(len(paths)))}), uri)
+    rows = [-1] * len(paths)
+    pq.write_table(pa.table({"path": paths, "row": rows, "label": list(range(len(paths)))}), uri)
     return uri
 
 

@@ -23,6 +23,7 @@ from orchestrator.data.export import export, find_ingest
 from orchestrator.data.listing import ClassIndex, read_val_labels
 from orchestrator.data.sources import SourceError
 from orchestrator.storage.store import Storage
+from workloads.datasets.embedded import read_split
 
 SYNSETS = ["n01440764", "n01443537", "n01484850"]
 
@@ -151,6 +152,11 @@ def test_export_round_trips_through_the_parquet_source(tmp_path, ray_local):
     a = pq.read_table(folder.index_paths["train"])["label"].to_pylist()
     b = pq.read_table(back.index_paths["train"])["label"].to_pylist()
     assert a == b
+    # The stand-in ViT and the proxy evaluator read the same images from the shards.
+    images, labels, names = read_split(out, "train", 16)
+    expected_images, expected_labels, expected_names = read_split(root, "train", 16)
+    assert names == expected_names and labels.tolist() == expected_labels.tolist()
+    assert np.array_equal(images, expected_images)
 
 
 def write_tar(path: Path, members: dict[str, bytes]) -> None:
