@@ -9,7 +9,7 @@ same machine, one run each:
 - `plain_loop`: one process runs `ShardEncoder.encode_shard` over every shard (decode, ADM crop,
   encode image + flip, write the shard): exactly the work of one actor, without Ray.
 - `ray_data`: `build_latent_cache` end to end (actor start-up, scheduling and manifest included).
-- `reader`: latents/s delivered by `latent_dataset(...).iter_torch_batches()` through
+- `reader`: latents/s delivered by `latent_stream(...)`'s rank dataset `.iter_torch_batches()` through
   `LatentBatchSampler` to a training loop with no model.
 
 Prints one JSON object (and writes it to `--out`). `ratio` > 1 means Ray Data was faster.
@@ -36,9 +36,10 @@ from orchestrator.config import PRESETS, ExperimentConfig, resolve, stage_keys
 from orchestrator.config.schema import EmbeddedDatasetConfig
 from orchestrator.data import (
     LatentBatchSampler,
+    StreamLayout,
     build_latent_cache,
     ingest,
-    latent_dataset,
+    latent_stream,
     tokenizer_identity,
 )
 from orchestrator.data.cache import shard_descriptors, shard_encoder_kwargs
@@ -127,12 +128,16 @@ def ray_pipeline(cfg, storage: Storage, ingested, weights: str, identity: str) -
 def reader(manifest, identity: str, epochs: int, batch_size: int = 256) -> dict:
     sampler = LatentBatchSampler(manifest.latent_stats(), flip=manifest.flip)
     generator = torch.Generator().manual_seed(0)
-    dataset = latent_dataset(manifest, identity, seed=0)
+    stream = latent_stream(manifest, identity, seed=0)
+    layout = StreamLayout(world_size=1, micro_batch=batch_size, accumulation=1)
+    steps = layout.steps_per_epoch(stream.num_rows)
     delivered = after_first = 0
     total = startup = 0.0
-    for _ in range(epochs):
+    for epoch in range(epochs):
         started = time.perf_counter()
-        for step, batch in enumerate(dataset.iter_torch_batches(batch_size=batch_size)):
+        dataset = stream.datasets(layout, epoch * steps, (epoch + 1) * steps)["train_0"]
+        batches = dataset.drop_columns(["step", "epoch"]).iter_torch_batches(batch_size=batch_size)
+        for step, batch in enumerate(batches):
             z, _ = sampler(batch, generator)
             delivered += z.shape[0]
             if step == 0:

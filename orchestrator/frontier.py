@@ -52,7 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where every stage writes: a local dir, NFS mount or s3:// / gs:// URI (default ./runs)",
     )
     parser.add_argument(
-        "--data-root", help="dataset root with <split>/<class>/ image folders (sets dataset.root)"
+        "--data-root",
+        help="dataset root (sets dataset.root): <split>/<class>/ folders, or Parquet / tar "
+        "shards with dataset.source parquet / webdataset; local or s3:// / gs://",
     )
     parser.add_argument(
         "--set",
@@ -125,9 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     print(format_plan(sweep, points, Path(path)))
     if args.dry_run:
         return 0
+    from orchestrator.data.sources import SourceError
     from orchestrator.sweep.tune import run_sweep
 
-    return run_sweep(sweep, points, overrides, resume=args.resume)
+    try:
+        return run_sweep(sweep, points, overrides, resume=args.resume)
+    except SourceError as err:  # a dataset file that cannot serve: one line naming it
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 # Offline by construction: an accidental hub download fails fast instead of hanging.
@@ -281,50 +282,79 @@ class TrainKit:
 
     @classmethod
     def dataset(cls, cfg, workload: str):
-        """(Ray dataset, rows, workload inputs): random images, or random latent moments."""
-        import numpy as np
-        import ray
+        """(TrainStream, workload inputs): random images, or random latent moments."""
+        from orchestrator.data.stream import TrainStream
 
-        rng = np.random.default_rng(0)
         if workload == "tokenizer":
             size = cfg.dataset.resolution
-            items = [
-                {"image": rng.uniform(-1, 1, (3, size, size)).astype(np.float32), "label": i % 10}
-                for i in range(cls.ROWS)
-            ]
-            return ray.data.from_items(items), cls.ROWS, {"foundation_weights": "random_init"}
+            source = SyntheticRows("tokenizer", cls.ROWS, (3, size, size))
+            return TrainStream(source, cfg.seed), {"foundation_weights": "random_init"}
         shape = (cfg.generator.model.in_channels, *(2 * [cfg.generator.model.input_size]))
-        items = [
-            {
-                "mean": rng.normal(size=shape).astype(np.float32),
-                "logvar": np.full(shape, -2.0, np.float32),
-                "mean_flip": rng.normal(size=shape).astype(np.float32),
-                "logvar_flip": np.full(shape, -2.0, np.float32),
-                "label": i % 10,
-            }
-            for i in range(cls.ROWS)
-        ]
         stats = {"mean": [0.1] * shape[0], "std": [1.2] * shape[0]}
-        return ray.data.from_items(items), cls.ROWS, {"latent_stats": stats}
+        source = SyntheticRows("generator", cls.ROWS, shape)
+        return TrainStream(source, cfg.seed), {"latent_stats": stats}
 
     @classmethod
-    def fit(cls, cfg, workload: str, metrics_path, hooks=None):
-        """`fit_stage` on the synthetic data, appending every report to `metrics_path`."""
+    def fit(cls, cfg, workload: str, metrics_path, hooks=None, stream=None):
+        """`fit_stage` on `stream` (default: the synthetic data), appending every report to
+        `metrics_path`."""
         from orchestrator.storage.store import Storage
         from orchestrator.train import fit_stage
         from orchestrator.train.callbacks import MetricsFileCallback
 
-        dataset, rows, inputs = cls.dataset(cfg, workload)
+        synthetic, inputs = cls.dataset(cfg, workload)
         return fit_stage(
             cfg,
             Storage.from_uri(cfg.storage),
             workload,
-            dataset,
-            num_rows=rows,
+            stream or synthetic,
             inputs=inputs,
             callbacks=[MetricsFileCallback(metrics_path)],
             hooks=hooks,
         )
+
+
+@dataclass(frozen=True)
+class SyntheticRows:
+    """A `RowSource` of random rows, each a function of its row id (a test stand-in for the
+    decoded images and cached latents; the stream's order and split are the production ones)."""
+
+    workload: str
+    num_rows: int
+    shape: tuple
+
+    def order(self, seed, epoch):
+        import numpy as np
+
+        return np.random.default_rng([seed, epoch]).permutation(self.num_rows)
+
+    def fetch(self, rows, seed, epoch):
+        import numpy as np
+
+        draws = [np.random.default_rng([7, int(row)]) for row in rows]
+        labels = (np.asarray(rows) % 10).astype(np.int64)
+        if self.workload == "tokenizer":
+            images = [rng.uniform(-1, 1, self.shape).astype(np.float32) for rng in draws]
+            return {"image": np.stack(images), "label": labels}
+        means = np.stack([rng.normal(size=(2, *self.shape)).astype(np.float32) for rng in draws])
+        logvar = np.full((len(rows), *self.shape), -2.0, np.float32)
+        return {
+            "mean": means[:, 0],
+            "logvar": logvar,
+            "mean_flip": means[:, 1],
+            "logvar_flip": logvar.copy(),
+            "label": labels,
+        }
+
+
+def _ship_by_value() -> None:
+    # Ray workers cannot import this conftest: ship the classes it defines by value.
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+_ship_by_value()
 
 
 @pytest.fixture(scope="module")

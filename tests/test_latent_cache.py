@@ -25,7 +25,7 @@ from orchestrator.data import (
     TokenizerMismatchError,
     build_latent_cache,
     ingest,
-    latent_dataset,
+    latent_stream,
     tokenizer_identity,
 )
 from orchestrator.data.encoder import encode_moments, stats_noise
@@ -110,8 +110,11 @@ def test_round_trip_gives_the_encoders_moments_for_image_and_flip(setup, built):
     cfg, _, ingested, model, _, identity = setup
     index = pq.read_table(ingested.index_paths["train"])
     paths = index["path"].to_pylist()
-    ds = latent_dataset(built, identity, seed=0)
-    rows = {int(r["index"]): r for r in ds.take_all()}
+    stream = latent_stream(built, identity, seed=0)
+    epoch = stream.source.fetch(stream.source.order(0, 0), 0, 0)
+    rows = {
+        int(index): {k: v[i] for k, v in epoch.items()} for i, index in enumerate(epoch["index"])
+    }
     assert sorted(rows) == list(range(len(paths)))
     threads = torch.get_num_threads()
     # The actor ran with one thread (cpus_per_worker=1); the thread count changes the order of
@@ -178,39 +181,28 @@ def test_reader_refuses_a_cache_of_another_tokenizer(setup, built):
     cfg, storage, ingested, _, weights, identity = setup
     other = "0123456789abcdef+sha256:feedfacefeedface"
     with pytest.raises(TokenizerMismatchError) as raised:
-        latent_dataset(built.cache_dir, other, seed=0)
+        latent_stream(built.cache_dir, other, seed=0)
     assert identity in str(raised.value) and other in str(raised.value)
     with pytest.raises(TokenizerMismatchError):
         build_latent_cache(cfg, storage, ingested, weights, other)
 
 
-def row_order(ds) -> list[int]:
-    ds.context.execution_options.preserve_order = True  # what latent_ingest_options() sets
-    return [int(r["index"]) for r in ds.iter_rows()]
-
-
-def test_streamed_epoch_order_depends_on_seed_and_epoch_only(setup, built, monkeypatch):
+def test_epoch_order_depends_on_seed_and_epoch_only(setup, built):
     _, _, _, _, _, identity = setup
-    # Large caches stream from Parquet, reshuffling the shard order at every execution.
-    monkeypatch.setattr("orchestrator.data.reader.IN_MEMORY_BYTES", 0)
-    ds = latent_dataset(built, identity, seed=3)
-    epochs = [row_order(ds) for _ in range(2)]
-    assert epochs[0] != epochs[1] and sorted(epochs[0]) == sorted(epochs[1])
-    # A driver resuming at epoch 1 sees what the uninterrupted run saw at epoch 1.
-    resumed = latent_dataset(built, identity, seed=3, start_epoch=1)
-    assert row_order(resumed) == epochs[1]
-
-
-def test_in_memory_passes_follow_seed_and_epoch_only(setup, built):
-    _, _, _, _, _, identity = setup
-    # A small cache lives in the object store: `repeats` passes per execution, each pass in the
-    # shard order of its own epoch, the same at every execution.
-    two = row_order(latent_dataset(built, identity, seed=3, repeats=2))
-    half = len(two) // 2
-    first, second = two[:half], two[half:]
-    assert first != second and sorted(first) == sorted(second)
-    assert row_order(latent_dataset(built, identity, seed=3, repeats=2)) == two
-    assert row_order(latent_dataset(built, identity, seed=3, start_epoch=1)) == second
+    source = latent_stream(built, identity, seed=3).source
+    epochs = [source.fetch(source.order(3, e), 3, e)["index"].tolist() for e in range(2)]
+    # Every epoch visits every cached row once, in a new order.
+    assert epochs[0] != epochs[1] and sorted(epochs[0]) == sorted(epochs[1]) == list(range(30))
+    # Rebuilt (as a resumed driver does), the order of an epoch is the same.
+    again = latent_stream(built.cache_dir, identity, seed=3).source
+    assert again.fetch(again.order(3, 1), 3, 1)["index"].tolist() == epochs[1]
+    # Consecutive positions stay inside one shard: a task reads one or two shards per call.
+    shard_of = {}
+    for uri_number, uri in enumerate(built.shard_uris()):
+        for index in pq.read_table(uri, columns=["index"])["index"].to_pylist():
+            shard_of[index] = uri_number
+    runs = [shard_of[i] for i in epochs[0]]
+    assert sum(a != b for a, b in zip(runs, runs[1:])) == len(built.shards) - 1
 
 
 def test_sampler_draws_from_the_chosen_moments_and_normalises():

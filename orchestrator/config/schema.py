@@ -37,17 +37,30 @@ class EmbeddedDatasetConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class DatasetConfig:
-    source: Literal["folder", "embedded"] = "folder"
-    # ImageNet-style tree `<root>/<split>/<class>/*.JPEG`. For `embedded`, where it is written
-    # (null = under the storage dir, keyed by the dataset identity).
+    # `folder`: an ImageNet-style tree `<root>/<split>/<class>/*.JPEG` (a flat `<root>/val/`
+    # with `val_labels`); `parquet`: Hugging Face-layout shards (`image.bytes` + `label`);
+    # `webdataset`: tars of `<key>.jpg` + `<key>.cls`; both local or s3:// / gs://;
+    # `embedded`: the procedural set written under `root`.
+    source: Literal["folder", "parquet", "webdataset", "embedded"] = "folder"
+    # For `embedded`, where it is written (null = under the storage dir, keyed by the dataset
+    # identity).
     root: str | None = None
     train_split: str = "train"
     val_split: str = "val"
     resolution: int = 256
+    # Tokenizer training view: `random` is the reference's (short side to `resolution`,
+    # bilinear, a random square crop per sample and epoch, no flip); `center` the fixed ADM
+    # centre crop. Latent extraction always uses the ADM crop + flip, as the reference does.
+    train_crop: Literal["random", "center"] = "random"
     # Null = the number of class folders (embedded: `embedded.num_classes`).
     num_classes: int | None = 1000
     # Optional file mapping class-folder name -> label index (one `name index` pair per line).
     label_map: str | None = None
+    # A flat `<root>/<val_split>/` labelled by this file: Kaggle's `LOC_val_solution.csv` or
+    # ILSVRC's ground-truth list (one 1-based ILSVRC2012_ID per line, files in sorted order).
+    val_labels: str | None = None
+    # ILSVRC's ID list needs the devkit's synsets in ILSVRC2012_ID order (one wnid per line).
+    val_synsets: str | None = None
     # The ingestion stage fails when more than this fraction of files had to be skipped.
     max_skip_fraction: float = 0.01
     # Decompression-bomb guard: images with more pixels are skipped (PIL's own default limit).

@@ -131,8 +131,13 @@ def _check_dataset(cfg: ExperimentConfig) -> None:
     _positive(ds.max_images, "dataset.max_images")
     _in_range(ds.max_skip_fraction, 0.0, 1.0, "dataset.max_skip_fraction", hi_open=False)
     _check_file(ds.label_map, "dataset.label_map")
-    if ds.source == "folder":
-        if ds.root is not None and not Path(ds.root).expanduser().is_dir():
+    _check_file(ds.val_labels, "dataset.val_labels")
+    _check_file(ds.val_synsets, "dataset.val_synsets")
+    if ds.val_labels is not None and ds.source != "folder":
+        raise ConfigError("dataset.val_labels", "only a `folder` source has a flat val split")
+    if ds.source in ("folder", "parquet", "webdataset"):
+        local = ds.root is not None and "://" not in ds.root
+        if local and not Path(ds.root).expanduser().is_dir():
             raise ConfigError("dataset.root", f"dataset folder does not exist: {ds.root}")
     else:
         emb = ds.embedded

@@ -75,7 +75,7 @@ def build_latent_cache(
         check_tokenizer(manifest, tokenizer_identity)
         return manifest
     split = cfg.dataset.train_split
-    index = read_table(ingested.index_paths[split], columns=["path", "label", "image_id"])
+    index = read_table(ingested.index_paths[split], columns=["path", "row", "label", "image_id"])
     plans = plan_shards(
         len(index), cfg.cache.rows_per_shard, seed=cfg.seed, stats_samples=cfg.cache.stats_samples
     )
@@ -130,7 +130,9 @@ def _claim_for_tokenizer(storage: Storage, cache_rel: str, tokenizer_identity: s
 # --------------------------------------------------------------------------------------------
 def shard_descriptors(index: pa.Table, plans: list[ShardPlan]) -> list[dict]:
     """What an encoder needs per shard: its rows' ingest positions, paths, labels, ids."""
-    paths, labels, image_ids = (index[name].to_pylist() for name in ("path", "label", "image_id"))
+    paths, locations, labels, image_ids = (
+        index[name].to_pylist() for name in ("path", "row", "label", "image_id")
+    )
     descriptors = []
     for plan in plans:
         rows = plan.rows.tolist()
@@ -139,6 +141,7 @@ def shard_descriptors(index: pa.Table, plans: list[ShardPlan]) -> list[dict]:
                 "shard": plan.shard_id,
                 "index": rows,
                 "path": [paths[i] for i in rows],
+                "row": [locations[i] for i in rows],
                 "label": [labels[i] for i in rows],
                 "image_id": [image_ids[i] for i in rows],
                 "stats": plan.stats_mask.tolist(),

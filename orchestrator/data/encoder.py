@@ -108,7 +108,7 @@ class ShardEncoder:
         """Decode, encode and write one shard (see `cache.shard_descriptors`); (id, rows)."""
         writer = ShardWriter(self.storage, self.cache_rel, shard["shard"], self.schema)
         moments = ChannelMoments.empty(self.latent_shape[0])
-        for start, images in self._decoded_batches(shard["path"]):
+        for start, images in self._decoded_batches(shard["path"], shard["row"]):
             stop = start + images.shape[0]
             encoded = self.model_moments(images)
             stored = {
@@ -148,22 +148,25 @@ class ShardEncoder:
         )
         return ChannelMoments.of(mean + std * noise)
 
-    def _decoded_batches(self, paths: list[str]) -> Iterator[tuple[int, np.ndarray]]:
+    def _decoded_batches(
+        self, paths: list[str], rows: list[int]
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """(offset, images) per sub-batch, decoding the next sub-batch while this one encodes."""
         starts = list(range(0, len(paths), self.batch_size))
-        upcoming = self._submit(paths[: self.batch_size])
+        upcoming = self._submit(paths[: self.batch_size], rows[: self.batch_size])
         for k, start in enumerate(starts):
             current = upcoming
             if k + 1 < len(starts):
-                upcoming = self._submit(paths[starts[k + 1] : starts[k + 1] + self.batch_size])
+                window = slice(starts[k + 1], starts[k + 1] + self.batch_size)
+                upcoming = self._submit(paths[window], rows[window])
             yield start, np.stack([future.result() for future in current])
 
-    def _submit(self, paths: list[str]) -> list[Future]:
+    def _submit(self, paths: list[str], rows: list[int]) -> list[Future]:
         return [
             self.decoder_pool.submit(
-                load_image, path, resolution=self.resolution, max_pixels=self.max_pixels
+                load_image, path, row=row, resolution=self.resolution, max_pixels=self.max_pixels
             )
-            for path in paths
+            for path, row in zip(paths, rows)
         ]
 
 

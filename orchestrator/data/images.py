@@ -1,6 +1,17 @@
-"""Decoded, ADM-cropped images of one ingested split as a streaming Ray Dataset."""
+"""Decoded images of one ingested split: a streaming Ray Dataset, and the tokenizer's stream.
+
+Three views (see `workloads/datasets/transforms.py` for the reference's reasons):
+`adm` (ADM centre crop: latent extraction, reference statistics), `resize_center` (torchvision
+Resize + CenterCrop: tokenizer evaluation), and for tokenizer training `dataset.train_crop`:
+`random` (short side to R, a random R crop keyed by (seed, epoch, row): a new crop every epoch,
+the same after a resume on any worker count) or `center` (the ADM crop, fixed).
+"""
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -9,43 +20,80 @@ import ray
 from orchestrator.config import ExperimentConfig
 from orchestrator.data.ingest import IngestResult
 from orchestrator.data.parquet_io import read_table
-from workloads.datasets.decode import decode_file
-from workloads.datasets.transforms import adm_preprocess
+from orchestrator.data.sources import locator, read_image_bytes
+from orchestrator.data.stream import TrainStream
+from workloads.datasets.decode import decode_bytes, decode_file
+from workloads.datasets.transforms import (
+    adm_preprocess,
+    reference_train_preprocess,
+    resize_center_crop,
+)
 
 # Images per block: 64 x 3 x 256 x 256 float32 is 50 MB, well under Ray's 128 MiB block target,
 # and ImageNet still yields ~20k blocks to spread over the CPUs.
 IMAGES_PER_BLOCK = 64
+
+View = Literal["adm", "resize_center"]
 
 
 class StaleIndexError(RuntimeError):
     """A file that passed ingestion no longer decodes: the tree changed after ingestion."""
 
 
-def load_image(path: str, *, resolution: int, max_pixels: int) -> np.ndarray:
-    """Decode and ADM-crop one validated file into float32 (3, R, R) in [-1, 1]."""
-    result = decode_file(path, max_pixels=max_pixels)
+def _decode(path: str, row: int, max_pixels: int):
+    if row < 0:
+        result = decode_file(path, max_pixels=max_pixels)
+    else:
+        result = decode_bytes(read_image_bytes(path, row), max_pixels=max_pixels)
     if not result.ok:
         # Never skip silently here: a missing image would shift what training or the cache
         # believe the dataset is. The index was valid at ingestion, so the tree has changed.
         raise StaleIndexError(
-            f"{path} passed ingestion but now fails ({result.skip_reason}: {result.detail}); "
+            f"{locator(path, row)} passed ingestion but now fails ({result.skip_reason}: {result.detail}); "
             "the dataset changed after ingestion: delete the ingest directory and rerun"
         )
-    return adm_preprocess(result.image, resolution)
+    return result.image
 
 
-def load_images(paths: list[str], *, resolution: int, max_pixels: int) -> np.ndarray:
-    """`load_image` of each path, stacked into float32 (N, 3, R, R)."""
+def load_image(
+    path: str, *, row: int = -1, resolution: int, max_pixels: int, view: View = "adm"
+) -> np.ndarray:
+    """Decode one validated image (a file, or `row` of a Parquet shard) into float32
+    (3, R, R) in [-1, 1] with the given view."""
+    image = _decode(path, row, max_pixels)
+    if view == "resize_center":
+        return resize_center_crop(image, resolution)
+    return adm_preprocess(image, resolution)
+
+
+def load_images(
+    paths: list[str],
+    *,
+    rows: list[int] | None = None,
+    resolution: int,
+    max_pixels: int,
+    view: View = "adm",
+) -> np.ndarray:
+    """`load_image` of each (path, row), stacked into float32 (N, 3, R, R)."""
+    rows = rows if rows is not None else [-1] * len(paths)
     images = np.empty((len(paths), 3, resolution, resolution), dtype=np.float32)
-    for i, path in enumerate(paths):
-        images[i] = load_image(path, resolution=resolution, max_pixels=max_pixels)
+    for i, (path, row) in enumerate(zip(paths, rows)):
+        images[i] = load_image(
+            path, row=row, resolution=resolution, max_pixels=max_pixels, view=view
+        )
     return images
 
 
-def _decode_batch(batch: pa.Table, resolution: int, max_pixels: int) -> dict[str, np.ndarray]:
+def _decode_batch(
+    batch: pa.Table, resolution: int, max_pixels: int, view: View
+) -> dict[str, np.ndarray]:
     return {
         "image": load_images(
-            batch["path"].to_pylist(), resolution=resolution, max_pixels=max_pixels
+            batch["path"].to_pylist(),
+            rows=batch["row"].to_pylist(),
+            resolution=resolution,
+            max_pixels=max_pixels,
+            view=view,
         ),
         "label": batch["label"].to_numpy().astype(np.int64),
         "image_id": np.asarray(batch["image_id"].to_pylist(), dtype=object),
@@ -58,31 +106,22 @@ def image_dataset(
     split: str,
     *,
     limit: int | None = None,
-    shuffle_seed: int | None = None,
-    repeats: int = 1,
+    view: View = "adm",
 ) -> ray.data.Dataset:
     """Columns `image` (float32 (3, R, R) in [-1, 1]), `label` (int64), `image_id` (string).
 
     Built from the validated index, in index order for the first `limit` rows; decoding is a
-    streaming `map_batches`, so memory holds a few blocks, not the split. For training,
-    `shuffle_seed` permutes the rows (the index is in class order, and a local shuffle buffer
-    alone would leave batches of few classes) and `repeats` chains that many differently
-    permuted passes into one execution (see `reader.passes_per_execution`).
+    streaming `map_batches`, so memory holds a few blocks, not the split. Rows come out in
+    completion order (no consumer of this dataset depends on the order: every row carries its
+    `image_id`); training reads `image_stream` instead.
     """
     if split not in ingested.index_paths:
         raise KeyError(f"split {split!r} was not ingested (have {sorted(ingested.index_paths)})")
-    index = read_table(ingested.index_paths[split], columns=["path", "label", "image_id"])
+    index = read_table(ingested.index_paths[split], columns=["path", "row", "label", "image_id"])
     if limit is not None:
         index = index.slice(0, limit)
     if len(index) == 0:
         raise ValueError(f"split {split!r} has no valid images")
-    if shuffle_seed is not None or repeats > 1:
-        index = pa.concat_tables(
-            index
-            if shuffle_seed is None
-            else index.take(np.random.default_rng([shuffle_seed, copy]).permutation(len(index)))
-            for copy in range(repeats)
-        )
     blocks = [
         index.slice(start, IMAGES_PER_BLOCK) for start in range(0, len(index), IMAGES_PER_BLOCK)
     ]
@@ -93,5 +132,58 @@ def image_dataset(
         fn_kwargs={
             "resolution": cfg.dataset.resolution,
             "max_pixels": cfg.dataset.max_image_pixels,
+            "view": view,
         },
     )
+
+
+@functools.lru_cache(maxsize=2)
+def _index_paths(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Once per worker process: ImageNet's index is ~100 MB of path strings.
+    table = read_table(uri, columns=["path", "row", "label"])
+    paths = np.asarray(table["path"].to_pylist(), dtype=object)
+    return paths, table["row"].to_numpy(), table["label"].to_numpy()
+
+
+@dataclass(frozen=True)
+class ImageRows:
+    """The tokenizer's row source: the validated index of a split, decoded on fetch."""
+
+    index_uri: str
+    num_rows: int
+    resolution: int
+    max_pixels: int
+    train_crop: Literal["random", "center"]
+
+    def order(self, seed: int, epoch: int) -> np.ndarray:
+        # The index is in class order: a global permutation per epoch, not a local shuffle.
+        return np.random.default_rng([seed, epoch]).permutation(self.num_rows)
+
+    def fetch(self, rows: np.ndarray, seed: int, epoch: int) -> dict[str, np.ndarray]:
+        paths, locations, labels = _index_paths(self.index_uri)
+        images = np.empty((len(rows), 3, self.resolution, self.resolution), dtype=np.float32)
+        for i, row in enumerate(rows.tolist()):
+            image = _decode(paths[row], int(locations[row]), self.max_pixels)
+            if self.train_crop == "random":
+                # Keyed by (seed, epoch, row): independent of which task, rank or resume
+                # decodes it, and new every epoch.
+                rng = np.random.default_rng([seed, epoch, row])
+                images[i] = reference_train_preprocess(image, self.resolution, rng)
+            else:
+                images[i] = adm_preprocess(image, self.resolution)
+        return {"image": images, "label": labels[rows].astype(np.int64)}
+
+
+def image_stream(ingested: IngestResult, cfg: ExperimentConfig) -> TrainStream:
+    """The training split as the tokenizer's `TrainStream` (order from `cfg.seed`)."""
+    split = cfg.dataset.train_split
+    if ingested.counts.get(split, 0) == 0:
+        raise ValueError(f"split {split!r} has no valid images")
+    rows = ImageRows(
+        index_uri=ingested.index_paths[split],
+        num_rows=ingested.counts[split],
+        resolution=cfg.dataset.resolution,
+        max_pixels=cfg.dataset.max_image_pixels,
+        train_crop=cfg.dataset.train_crop,
+    )
+    return TrainStream(rows, cfg.seed)

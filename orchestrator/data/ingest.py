@@ -31,12 +31,19 @@ from orchestrator.data.listing import (
     SplitListing,
     discover_classes,
     fingerprint,
+    list_flat_split,
+    list_parquet_split,
     list_split,
+    list_tar_split,
+    parquet_classes,
+    read_val_labels,
+    scan_parquet_split,
 )
 from orchestrator.data.parquet_io import write_table
+from orchestrator.data.sources import locator, read_image_bytes
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
-from workloads.datasets.decode import decode_file
+from workloads.datasets.decode import UNREADABLE, DecodeResult, decode_bytes, decode_file
 from workloads.datasets.embedded import EmbeddedDatasetSpec, write_embedded_dataset
 
 log = logging.getLogger("ldm_frontier.data")
@@ -48,6 +55,7 @@ LOGGED_SKIPS = 20
 INDEX_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
+        ("row", pa.int64()),
         ("label", pa.int64()),
         ("image_id", pa.string()),
         ("conversion", pa.string()),
@@ -113,13 +121,20 @@ def ingest(cfg: ExperimentConfig, storage: Storage) -> IngestResult:
 # --------------------------------------------------------------------------------------------
 # The pass
 # --------------------------------------------------------------------------------------------
-def dataset_root(cfg: ExperimentConfig, storage: Storage, dataset_key: str) -> Path:
-    """The tree to ingest; for the embedded source, written first unless `dataset.root` is set."""
+def dataset_root(cfg: ExperimentConfig, storage: Storage, dataset_key: str) -> str:
+    """The tree or shard folder to ingest (a path or a URI); for the embedded source, written
+    first unless `dataset.root` is set."""
     data = cfg.dataset
-    if data.source == "folder":
+    if data.source in ("folder", "parquet", "webdataset"):
         if data.root is None:
-            raise ValueError("dataset.root must point at an ImageNet-style tree for source=folder")
-        return Path(data.root).expanduser().resolve()
+            raise ValueError(f"dataset.root must be set for source={data.source}")
+        if "://" in data.root:
+            if data.source == "folder":
+                raise ValueError(
+                    "source=folder reads POSIX paths; use parquet or webdataset for object stores"
+                )
+            return data.root
+        return str(Path(data.root).expanduser().resolve())
     if data.root is not None:
         root = Path(data.root).expanduser().resolve()
     elif storage.is_local:
@@ -130,7 +145,52 @@ def dataset_root(cfg: ExperimentConfig, storage: Storage, dataset_key: str) -> P
             "dataset.root to a path every node sees (NFS) for the embedded dataset"
         )
     spec = EmbeddedDatasetSpec(**dataclasses.asdict(data.embedded))
-    return write_embedded_dataset(root, spec)
+    return str(write_embedded_dataset(root, spec))
+
+
+def _listings(cfg: ExperimentConfig, root: str) -> tuple[ClassIndex, list[SplitListing]]:
+    """The class index and one listing per split present (val is optional)."""
+    data = cfg.dataset
+    if data.source == "parquet":
+        train = scan_parquet_split(root, data.train_split)
+        classes = parquet_classes(train, data.num_classes)
+        listings = [list_parquet_split(train, classes, data.max_images)]
+        try:
+            val = scan_parquet_split(root, data.val_split)
+        except FileNotFoundError:
+            log.warning(
+                "no %s shards under %s; ingesting %s only", data.val_split, root, train.split
+            )
+        else:
+            listings.append(list_parquet_split(val, classes, data.max_images))
+        return classes, listings
+    if data.source == "webdataset":
+        train, labels = list_tar_split(root, data.train_split, data.num_classes, data.max_images)
+        listings = [train]
+        try:
+            val, _ = list_tar_split(root, data.val_split, data.num_classes, data.max_images)
+        except FileNotFoundError:
+            log.warning("no %s tars under %s; ingesting %s only", data.val_split, root, train.split)
+        else:
+            listings.append(val)
+        # Tars carry label numbers only: the numbers are the class names.
+        names = [str(i) for i in range(max(labels, data.num_classes or 0))]
+        return ClassIndex({name: i for i, name in enumerate(names)}, names), listings
+    tree = Path(root)
+    classes = discover_classes(tree / data.train_split, data.label_map)
+    listings = [list_split(tree, data.train_split, classes, data.max_images)]
+    if data.val_labels is not None:
+        labels = read_val_labels(data.val_labels, classes, data.val_synsets)
+        listings.append(
+            list_flat_split(tree, data.val_split, labels, data.val_labels, data.max_images)
+        )
+    elif (tree / data.val_split).is_dir():
+        listings.append(list_split(tree, data.val_split, classes, data.max_images))
+    else:
+        log.warning(
+            "no %s split under %s; ingesting %s only", data.val_split, root, data.train_split
+        )
+    return classes, listings
 
 
 def _run_ingest(
@@ -138,9 +198,8 @@ def _run_ingest(
 ) -> IngestResult:
     data = cfg.dataset
     root = dataset_root(cfg, storage, dataset_key)
-    classes = discover_classes(root / data.train_split, data.label_map)
+    classes, listings = _listings(cfg, root)
     num_classes = _num_classes(classes, data.num_classes, data.label_map)
-    listings = [list_split(root, split, classes, data.max_images) for split in _splits(cfg, root)]
     identity = fingerprint(listings, dataset_key)
     log.info(
         "ingesting %s: %s files in %s",
@@ -186,17 +245,6 @@ def _run_ingest(
     return result
 
 
-def _splits(cfg: ExperimentConfig, root: Path) -> list[str]:
-    splits = [cfg.dataset.train_split]
-    if (root / cfg.dataset.val_split).is_dir():
-        splits.append(cfg.dataset.val_split)
-    else:
-        log.warning(
-            "no %s split under %s; ingesting %s only", cfg.dataset.val_split, root, splits[0]
-        )
-    return splits
-
-
 def _num_classes(classes: ClassIndex, configured: int | None, label_map: str | None) -> int:
     if configured is None:
         return len(classes.names)
@@ -230,21 +278,35 @@ def _validate(listing: pa.Table, *, max_pixels: int, resolution: int) -> pa.Tabl
     return checked.sort_by("position").drop_columns(["position"])
 
 
-def _check_file(path: str, max_pixels: int, resolution: int) -> tuple[str, str, str, int, int]:
+def _check_file(
+    path: str, row: int, max_pixels: int, resolution: int
+) -> tuple[str, str, str, int, int]:
     """(skip reason, detail, conversions, width, height); the pixels are dropped right away."""
-    result = decode_file(path, max_pixels=max_pixels, resolution=resolution)
+    if row < 0:
+        result = decode_file(path, max_pixels=max_pixels, resolution=resolution)
+    else:
+        try:
+            data = read_image_bytes(path, row)
+        except (OSError, ValueError) as error:
+            result = DecodeResult(None, UNREADABLE, detail=f"{type(error).__name__}: {error}")
+        else:
+            result = decode_bytes(data, max_pixels=max_pixels, resolution=resolution)
     width, height = result.image.size if result.ok else (0, 0)
     return result.skip_reason or "", result.detail, result.conversion_note, width, height
 
 
 def _validate_files(batch: pa.Table, max_pixels: int, resolution: int) -> pa.Table:
-    checks = [_check_file(path, max_pixels, resolution) for path in batch["path"].to_pylist()]
+    checks = [
+        _check_file(path, row, max_pixels, resolution)
+        for path, row in zip(batch["path"].to_pylist(), batch["row"].to_pylist())
+    ]
     reasons, details, notes, widths, heights = zip(*checks)
     return pa.table(
         {
             "split": batch["split"],
             "position": batch["position"],
             "path": batch["path"],
+            "row": batch["row"],
             "image_id": batch["image_id"],
             "label": batch["label"],
             "skip_reason": pa.array(reasons, pa.string()),
@@ -276,9 +338,12 @@ def _write_report(
     listings: list[SplitListing],
 ) -> None:
     files = [
-        {"path": path, "reason": reason, "detail": detail}
-        for path, reason, detail in zip(
+        # `path` names the file, or the shard and row / tar offset; `image_id` the member.
+        {"path": locator(path, row), "image_id": image_id, "reason": reason, "detail": detail}
+        for path, row, image_id, reason, detail in zip(
             skipped_rows["path"].to_pylist(),
+            skipped_rows["row"].to_pylist(),
+            skipped_rows["image_id"].to_pylist(),
             skipped_rows["skip_reason"].to_pylist(),
             skipped_rows["detail"].to_pylist(),
         )

@@ -180,7 +180,10 @@ def evaluate_tokenizer(
         "seed": ev.seed,
     }
     compute, resources = actor_pool(cfg)
-    dataset = image_dataset(ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images)
+    # The reference evaluates its tokenizer on Resize(256) + CenterCrop(256), not the ADM crop.
+    dataset = image_dataset(
+        ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images, view="resize_center"
+    )
     scored = dataset.map_batches(
         ReconstructionScorer,
         fn_constructor_kwargs={"plan": plan},
@@ -253,13 +256,15 @@ def reconstruction_grid(cfg, storage: Storage, rel: str, ingested, tensors) -> s
     from orchestrator.evaluation.generate import sample_grid
     from workloads.vavae import AutoencoderKL, load_autoencoder_weights
 
-    index = read_table(ingested.index_paths[cfg.dataset.val_split], columns=["path"]).slice(
+    index = read_table(ingested.index_paths[cfg.dataset.val_split], columns=["path", "row"]).slice(
         0, GRID_IMAGES
     )
     images = load_images(
         index.column("path").to_pylist(),
+        rows=index.column("row").to_pylist(),
         resolution=cfg.dataset.resolution,
         max_pixels=cfg.dataset.max_image_pixels,
+        view="resize_center",
     )
     model = AutoencoderKL(**autoencoder_kwargs(cfg))
     load_autoencoder_weights(model, tensors)

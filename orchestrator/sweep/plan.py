@@ -184,4 +184,6 @@ def dataset_summary(cfg: ExperimentConfig) -> str:
             f"{e.train_per_class}/{e.val_per_class} train/val per class, seed {e.seed})"
         )
     root = ds.root if ds.root is not None else "<unset: pass --data-root>"
-    return f"folder {root} ({ds.train_split}/{ds.val_split}, {ds.num_classes} classes)"
+    classes = "classes from the data" if ds.num_classes is None else f"{ds.num_classes} classes"
+    val = f"flat, labels {ds.val_labels}" if ds.val_labels else ds.val_split
+    return f"{ds.source} {root} ({ds.train_split}/{val}, {classes})"

@@ -1,9 +1,11 @@
-"""This rank's micro-batches, epoch after epoch, in an order that a resumed run reproduces.
+"""This rank's micro-batches, step after step, from its dataset of the training stream.
 
-Reproducible order needs three things: the driver runs the split with `preserve_order` (Ray
-Data's output splitter then hands blocks to ranks deterministically), every epoch's local
-shuffle is seeded from (seed, epoch, rank), and a resume re-reads the interrupted epoch and
-drops the micro-batches it had already consumed.
+The driver built the dataset from the checkpointed step (`orchestrator/data/stream.py`), so a
+resumed run starts at its first unconsumed row. Every row carries the global `step` it belongs
+to and the data `epoch`: the groups are checked against the state's step, and the rows of
+steps already trained are dropped. That only happens after a worker-group restart inside one
+`fit()` (Ray Train hands the new workers the latest checkpoint but the datasets the driver
+built at the start of `fit()`); those rows were decoded for nothing, a rare cost.
 """
 
 from __future__ import annotations
@@ -12,50 +14,45 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from orchestrator.data.stream import rank_dataset_name
 from orchestrator.train.state import TrainState
 
-# Rows buffered for the per-epoch local shuffle (at least this many, or 16 micro-batches).
-MIN_SHUFFLE_ROWS = 1024
-
-
-def epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + rank) % 2**31
+# Stream bookkeeping columns, not model inputs.
+STREAM_COLUMNS = ("step", "epoch")
 
 
 def optimizer_steps(
-    shard, micro_batch: int, accumulation: int, seed: int, rank: int, state: TrainState
+    iterator, micro_batch: int, accumulation: int, state: TrainState
 ) -> Iterator[list[dict[str, np.ndarray]]]:
-    """Endless groups of `accumulation` micro-batches, starting at `state`'s data position.
+    """Groups of `accumulation` micro-batches, one per optimizer step from `state.global_step`.
 
-    `state.epoch` / `state.batches_in_epoch` advance as groups are yielded, so a checkpoint
-    taken after a step records where the next step's data starts. A trailing group shorter than
-    `accumulation` at the end of an epoch is dropped (every rank drops the same: the split is
-    equal).
+    `state.epoch` is set to the data epoch of each group as it is yielded, so a checkpoint
+    taken after a step records the epoch that step trained on.
     """
-    while True:
-        batches = shard.iter_batches(
-            batch_size=micro_batch,
-            batch_format="numpy",
-            drop_last=True,
-            local_shuffle_buffer_size=max(MIN_SHUFFLE_ROWS, 16 * micro_batch),
-            local_shuffle_seed=epoch_seed(seed, state.epoch, rank),
-            prefetch_batches=4,
-        )
-        group: list[dict[str, np.ndarray]] = []
-        yielded_any = False
-        for index, batch in enumerate(batches):
-            if index < state.batches_in_epoch:
-                continue
-            group.append(batch)
-            if len(group) == accumulation:
-                state.batches_in_epoch = index + 1
-                yielded_any = True
-                yield group
-                group = []
-        if not yielded_any and state.batches_in_epoch == 0:
-            raise ValueError(
-                f"this rank's data shard holds fewer than {micro_batch * accumulation} rows: "
-                "lower the global batch size or add data"
+    group: list[dict[str, np.ndarray]] = []
+    batches = iterator.iter_batches(
+        batch_size=micro_batch, batch_format="numpy", drop_last=False, prefetch_batches=4
+    )
+    for batch in batches:
+        step = int(batch["step"][0])
+        if step < state.global_step:
+            continue
+        if step != state.global_step or int(batch["step"][-1]) != step:
+            raise RuntimeError(
+                f"the data stream is at step {step} but training at {state.global_step}: "
+                "the rank's dataset does not match its checkpoint"
             )
-        state.epoch += 1
-        state.batches_in_epoch = 0
+        epoch = int(batch["epoch"][0])
+        group.append({k: v for k, v in batch.items() if k not in STREAM_COLUMNS})
+        if len(group) == accumulation:
+            state.epoch = epoch
+            yield group
+            group = []
+    raise RuntimeError(f"the data stream ended before step {state.global_step}")
+
+
+def rank_iterator(rank: int):
+    """This worker's dataset of the training stream (`train_<rank>`)."""
+    import ray.train
+
+    return ray.train.get_dataset_shard(rank_dataset_name(rank))

@@ -17,6 +17,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from orchestrator.config import ExperimentConfig, stage_keys, to_dict
+from orchestrator.data.stream import StreamLayout, TrainStream
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
 from orchestrator.train.guard import NonFiniteError
@@ -74,20 +75,14 @@ def train_tokenizer(
     done = finished_result(cfg, storage, "tokenizer")
     if done is not None:
         return done
-    from orchestrator.data import image_dataset, passes_per_execution
+    from orchestrator.data import image_stream
 
     check_tokenizer_training(cfg)
-    split = cfg.dataset.train_split
-    rows = ingested.counts[split]
-    dataset = image_dataset(
-        ingested, cfg, split, shuffle_seed=cfg.seed, repeats=passes_per_execution(rows)
-    )
     return fit_stage(
         cfg,
         storage,
         "tokenizer",
-        dataset,
-        num_rows=ingested.counts[split],
+        image_stream(ingested, cfg),
         inputs={
             "foundation_weights": foundation_weights(cfg, storage, ingested),
             "lpips_weights": perceptual_loss_weights(cfg),
@@ -119,12 +114,7 @@ def train_generator(
     done = finished_result(cfg, storage, "generator")
     if done is not None:
         return done
-    from orchestrator.data import (
-        latent_dataset,
-        load_manifest,
-        passes_per_execution,
-        tokenizer_identity,
-    )
+    from orchestrator.data import latent_stream, load_manifest, tokenizer_identity
 
     manifest = load_manifest(cache_manifest)
     keys = stage_keys(cfg)
@@ -134,26 +124,17 @@ def train_generator(
             f"latent cache {manifest.cache_dir} is not this config's cache ({expected_cache}): "
             "the generator's stage key would not describe the data it trains on"
         )
-    # The data's shard order depends on the epoch: start where the run's last checkpoint is.
-    start_epoch = resume_epoch(storage, "generator", keys.generator)
     # The cache must come from this config's tokenizer, as exported (key and weights' hash).
     expected_tokenizer = tokenizer_identity(
         keys.tokenizer, storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
     )
-    dataset = latent_dataset(
-        manifest,
-        expected_tokenizer,
-        cfg.seed,
-        start_epoch=start_epoch,
-        repeats=passes_per_execution(manifest.count),
-    )
+    stream = latent_stream(manifest, expected_tokenizer, cfg.seed)
     stats = manifest.latent_stats(cfg.generator.latent_multiplier)
     return fit_stage(
         cfg,
         storage,
         "generator",
-        dataset,
-        num_rows=manifest.count,
+        stream,
         inputs={"latent_stats": stats.to_dict()},
         run_ref=run_ref,
         callbacks=callbacks,
@@ -198,10 +179,10 @@ def latest_checkpoint(storage: Storage, workload: str, key: str):
     return result.metrics or {}, result.checkpoint
 
 
-def resume_epoch(storage: Storage, workload: str, key: str) -> int:
-    """The data epoch of the run's latest checkpoint (0 for a new run)."""
+def resume_step(storage: Storage, workload: str, key: str) -> int:
+    """The step of the run's latest checkpoint (0 for a new run): where its data resumes."""
     metrics, _ = latest_checkpoint(storage, workload, key)
-    return int((metrics or {}).get("epoch", 0))
+    return int((metrics or {}).get("step", 0))
 
 
 def checkpoint_ema_weights(cfg: ExperimentConfig, storage: Storage) -> tuple[int, dict]:
@@ -229,9 +210,8 @@ def fit_stage(
     cfg: ExperimentConfig,
     storage: Storage,
     workload: str,
-    dataset: ray.data.Dataset,
+    stream: TrainStream,
     *,
-    num_rows: int,
     inputs: dict,
     run_ref: dict | None = None,
     callbacks: list | None = None,
@@ -239,18 +219,19 @@ def fit_stage(
     progress: str | None = None,
     stop_after_step: int | None = None,
 ) -> TrainResult:
-    """Run `train_loop_per_worker` for `workload` on `dataset` (columns as the workload reads
-    them: `image` for the tokenizer, cached moments + `label` for the generator)."""
+    """Run `train_loop_per_worker` for `workload` on `stream` (columns as the workload reads
+    them: `image` for the tokenizer, cached moments + `label` for the generator), each rank
+    reading its own rows from the run's checkpointed step on (`orchestrator/data/stream.py`)."""
     rel = run_rel(cfg, workload)
     resources = cfg.resources
     training = cfg.tokenizer.training if workload == "tokenizer" else cfg.generator.training
     num_workers = (
         resources.tokenizer_workers if workload == "tokenizer" else resources.generator_workers
     )
-    per_epoch = epoch_steps(num_rows, training, num_workers)
+    per_epoch = epoch_steps(stream.num_rows, training, num_workers)
     if per_epoch == 0:
         raise ValueError(
-            f"{num_rows} training rows give no full step of global batch "
+            f"{stream.num_rows} training rows give no full step of global batch "
             f"{training.global_batch_size} on {num_workers} workers"
         )
     stages = (
@@ -273,8 +254,17 @@ def fit_stage(
     )
     gpu = use_gpu(resources.use_gpu)
     per_worker = {"CPU": resources.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+    layout = StreamLayout(
+        world_size=num_workers,
+        micro_batch=plan.micro_batch,
+        accumulation=training.gradient_accumulation_steps,
+    )
+    datasets = stream.datasets(
+        layout, resume_step(storage, workload, rel.split("/", 1)[1]), plan.total_steps
+    )
     options = DataConfig.default_ingest_options()
-    # Deterministic block-to-rank assignment, hence a reproducible data order on resume.
+    # A rank's row order is what a resume reproduces: blocks are decoded in parallel but handed
+    # to the rank in order.
     options.preserve_order = True
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -289,9 +279,10 @@ def fit_stage(
             checkpoint_config=CheckpointConfig(num_to_keep=training.keep_checkpoints),
             callbacks=callbacks,
         ),
-        datasets={"train": dataset},
+        datasets=datasets,
+        # Each rank reads only its own dataset; none is split (see `stream.py` for why).
         dataset_config=DataConfig(
-            datasets_to_split=["train"], execution_options={"train": options}
+            datasets_to_split=[], execution_options={name: options for name in datasets}
         ),
     )
     try:

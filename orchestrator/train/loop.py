@@ -9,8 +9,8 @@ checkpoint; the next stage starts from its weights with a fresh engine and optim
 Resume (`ray.train.get_checkpoint()`), same world size and ZeRO stage: the engine (model and
 optimizer shards), every rank's RNG streams, the data position and the EMA come back exactly,
 so the losses continue bit for bit. Another layout (world size or ZeRO stage changed): the
-consolidated fp32 weights, the EMA, the step, the stage and the data position (counted in
-micro-batches of the same global batch) come back; the optimizer moments start fresh and the
+consolidated fp32 weights, the EMA, the step, the stage and the data position (the step: its
+rows do not depend on the world size, see `orchestrator/data/stream.py`) come back; the optimizer moments start fresh and the
 RNG streams are reseeded from (seed, step, rank).
 """
 
@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from orchestrator.sweep import progress
 from orchestrator.sweep.tracking import RunLogger
-from orchestrator.train.batches import optimizer_steps
+from orchestrator.train.batches import optimizer_steps, rank_iterator
 from orchestrator.train.engine import (
     EngineSpec,
     full_state_dict,
@@ -153,9 +153,8 @@ def train_loop_per_worker(config: dict) -> dict:
     if session is not None:
         workload.start(session.engine)
 
-    shard = ray.train.get_dataset_shard("train")
     data = optimizer_steps(
-        shard, plan.micro_batch, training.gradient_accumulation_steps, cfg.seed, rank, state
+        rank_iterator(rank), plan.micro_batch, training.gradient_accumulation_steps, state
     )
     reporter = Reporter(training, logger, rank, world_size, resumed_from=state.global_step)
     while True:

@@ -48,13 +48,12 @@ class Extra:
 
 @dataclass
 class TrainState:
-    """Where training stands; `batches_in_epoch` counts this rank's micro-batches of `epoch`."""
+    """Where training stands; `epoch` is the data epoch of the last step trained."""
 
     global_step: int = 0
     stage_index: int = 0
     stage_step: int = 0
     epoch: int = 0
-    batches_in_epoch: int = 0
     skipped_steps: int = 0
     # The layout that wrote the checkpoint: a different one on resume means re-sharding.
     world_size: int = 1

@@ -316,6 +316,14 @@ def read_split(
     from workloads.datasets.transforms import center_crop_arr
 
     split_dir = Path(root) / split
+    shards = sorted(
+        [*Path(root).glob(f"{split}-*.parquet"), *Path(root).glob(f"data/{split}-*.parquet")]
+    )
+    if not split_dir.is_dir() and shards:
+        return _read_parquet_split(shards, resolution)
+    tars = sorted([*Path(root).glob(f"{split}-*.tar"), *Path(root).glob(f"data/{split}-*.tar")])
+    if not split_dir.is_dir() and tars:
+        return _read_tar_split(tars, resolution)
     class_names = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
     images, labels = [], []
     for label, class_name in enumerate(class_names):
@@ -330,3 +338,68 @@ def read_split(
     if not images:
         raise FileNotFoundError(f"no images under {split_dir}")
     return np.stack(images), np.asarray(labels, dtype=np.int64), class_names
+
+
+def _read_parquet_split(
+    shards: list[Path], resolution: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`read_split` of Hugging Face-layout shards (`image.bytes`, `label`; class names from
+    the `huggingface` metadata), as `orchestrator.data.export` writes them."""
+    import io
+    import json
+
+    import pyarrow.parquet as pq
+
+    from workloads.datasets.transforms import center_crop_arr
+
+    images, labels, names = [], [], None
+    for shard in shards:
+        table = pq.read_table(shard, columns=["image", "label"])
+        if names is None and b"huggingface" in (table.schema.metadata or {}):
+            names = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
+            names = names["label"]["names"]
+        for data in table["image"].combine_chunks().field("bytes").to_pylist():
+            with Image.open(io.BytesIO(data)) as image:
+                rgb = image.convert("RGB")
+                if resolution is not None and rgb.size != (resolution, resolution):
+                    rgb = center_crop_arr(rgb, resolution)
+                images.append(np.asarray(rgb))
+        labels += table["label"].to_pylist()
+    names = names or [str(i) for i in range(max(labels) + 1)]
+    return np.stack(images), np.asarray(labels, dtype=np.int64), list(names)
+
+
+def _read_tar_split(
+    tars: list[Path], resolution: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """`read_split` of WebDataset tars (`<key>.<image ext>` + `<key>.cls`); class names are
+    the label numbers."""
+    import io
+    import tarfile
+
+    from workloads.datasets.transforms import center_crop_arr
+
+    samples: dict[str, dict[str, bytes]] = {}
+    for tar in tars:
+        with tarfile.open(tar) as archive:
+            for member in archive:
+                if member.isfile() and "." in member.name:
+                    key, _, suffix = member.name.partition(".")
+                    samples.setdefault(f"{tar}:{key}", {})[suffix.lower()] = archive.extractfile(
+                        member
+                    ).read()
+    images, labels = [], []
+    for parts in samples.values():
+        data = next((parts[s.lstrip(".")] for s in IMAGE_SUFFIXES if s.lstrip(".") in parts), None)
+        if data is None or "cls" not in parts:
+            continue
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = image.convert("RGB")
+            if resolution is not None and rgb.size != (resolution, resolution):
+                rgb = center_crop_arr(rgb, resolution)
+            images.append(np.asarray(rgb))
+        labels.append(int(parts["cls"]))
+    if not images:
+        raise FileNotFoundError(f"no image samples in {tars[0].parent}")
+    names = [str(i) for i in range(max(labels) + 1)]
+    return np.stack(images), np.asarray(labels, dtype=np.int64), names
