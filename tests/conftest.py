@@ -308,8 +308,9 @@ class TrainKit:
         return ray.data.from_items(items), cls.ROWS, {"latent_stats": stats}
 
     @classmethod
-    def fit(cls, cfg, workload: str, metrics_path, hooks=None):
-        """`fit_stage` on the synthetic data, appending every report to `metrics_path`."""
+    def fit(cls, cfg, workload: str, metrics_path, hooks=None, stop_after_step=None):
+        """`fit_stage` on the synthetic data, appending every report to `metrics_path`;
+        `stop_after_step` ends the run there as a sweep's training round does."""
         from orchestrator.storage.store import Storage
         from orchestrator.train import fit_stage
         from orchestrator.train.callbacks import MetricsFileCallback
@@ -324,6 +325,7 @@ class TrainKit:
             inputs=inputs,
             callbacks=[MetricsFileCallback(metrics_path)],
             hooks=hooks,
+            stop_after_step=stop_after_step,
         )
 
 

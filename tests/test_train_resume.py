@@ -1,4 +1,4 @@
-"""Exact resume and resume on another world size (Ray Train V2 + DeepSpeed ZeRO-1, CPU, gloo).
+"""Exact resume and resume on another world size (Ray Train V2 + DeepSpeed ZeRO-1/3, CPU, gloo).
 
 Run A trains 2N steps without interruption. Run B trains N steps and stops (as a preempted job),
 then the same job runs again: Ray Train finds the run by name under the storage and hands the
@@ -24,9 +24,11 @@ N = 3
 TERMS = ("loss", "mse", "cos")
 
 
-def _config(train_kit, root: Path, workers: int = 2):
+def _config(train_kit, root: Path, workers: int = 2, zero_stage: int = 1):
     # 32 rows, global batch 8 on 2 workers: 4 steps per epoch, so 2N = 6 crosses an epoch.
-    return train_kit.config(root, zero_stage=1, steps=2 * N, checkpoint_every=N, workers=workers)
+    return train_kit.config(
+        root, zero_stage=zero_stage, steps=2 * N, checkpoint_every=N, workers=workers
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,21 @@ def _resume_copy(stopped_run, tmp_path: Path) -> Path:
     return target
 
 
+def _assert_same_continuation(full, full_records, resumed, resumed_records):
+    """The resumed run's steps after N and its exported weights equal the uninterrupted run's."""
+    assert [r["step"] for r in resumed_records] == list(range(N + 1, 2 * N + 1))
+    assert resumed.steps == full.steps == 2 * N
+    for before, after in zip(full_records[N:], resumed_records, strict=True):
+        assert before["epoch"] == after["epoch"]
+        for term in TERMS:
+            assert after[term] == before[term], (after["step"], term)
+    for name in ("model", "ema"):
+        a = load_file(str(Path(full.export_dir) / f"{name}.safetensors"))
+        b = load_file(str(Path(resumed.export_dir) / f"{name}.safetensors"))
+        assert set(a) == set(b)
+        assert all(torch.equal(a[key], b[key]) for key in a), name
+
+
 def test_exact_resume(train_kit, stopped_run, tmp_path):
     full_root = tmp_path / "uninterrupted"
     full_log = tmp_path / "full.jsonl"
@@ -62,17 +79,33 @@ def test_exact_resume(train_kit, stopped_run, tmp_path):
     _, first_half = stopped_run
     assert [r["step"] for r in first_half] == list(range(1, N + 1))
     # The second run starts after the checkpoint, not from scratch.
-    assert [r["step"] for r in resumed_records] == list(range(N + 1, 2 * N + 1))
-    assert resumed.steps == full.steps == 2 * N
-    for before, after in zip(full_records[N:], resumed_records):
-        assert before["epoch"] == after["epoch"]
-        for term in TERMS:
-            assert after[term] == before[term], (after["step"], term)
-    for name in ("model", "ema"):
-        a = load_file(str(Path(full.export_dir) / f"{name}.safetensors"))
-        b = load_file(str(Path(resumed.export_dir) / f"{name}.safetensors"))
-        assert set(a) == set(b)
-        assert all(torch.equal(a[key], b[key]) for key in a), name
+    _assert_same_continuation(full, full_records, resumed, resumed_records)
+
+
+def test_zero3_rounds_resume_exactly_with_ema(train_kit, tmp_path):
+    """ASHA's training rounds under ZeRO-3: round 1 stops at N (the sweep's `stop_after_step`),
+    the intermediate evaluation reads the EMA from the checkpoint, round 2 resumes the same run.
+
+    Every round after the first is a resume, and under ZeRO-3 the EMA's start is collective: a
+    resume where rank 0 (which alone holds the EMA) skipped the gathers that the other ranks
+    entered used to hang. Losses and the exported `model`/`ema` must equal an uninterrupted run.
+    """
+    from orchestrator.storage.store import Storage
+    from orchestrator.train.driver import checkpoint_ema_weights
+
+    full_log = tmp_path / "full.jsonl"
+    full = train_kit.fit(
+        _config(train_kit, tmp_path / "uninterrupted", zero_stage=3), "generator", full_log
+    )
+    cfg = _config(train_kit, tmp_path / "rounds", zero_stage=3)
+    first_log, second_log = tmp_path / "round1.jsonl", tmp_path / "round2.jsonl"
+    first = train_kit.fit(cfg, "generator", first_log, stop_after_step=N)
+    assert not first.completed and first.steps == N
+    step, ema = checkpoint_ema_weights(cfg, Storage.from_uri(cfg.storage))
+    assert step == N and all(torch.isfinite(v).all() for v in ema.values())
+    second = train_kit.fit(cfg, "generator", second_log)
+    assert [r["step"] for r in read_metrics(first_log)] == list(range(1, N + 1))
+    _assert_same_continuation(full, read_metrics(full_log), second, read_metrics(second_log))
 
 
 def test_resume_on_another_world_size(train_kit, stopped_run, tmp_path):

@@ -93,6 +93,7 @@ class Session:
             world_size=world_size,
             zero_stage=training.zero_stage,
             precision=resolve_precision(training.precision, on_gpu),
+            grad_reduce_dtype=training.grad_reduce_dtype,
             grad_clip=training.grad_clip,
             offload_optimizer=training.offload_optimizer,
             zero3_leaf=bundle.zero3_leaf,

@@ -1,0 +1,77 @@
+"""What a rerun of a sweep may change, and which layer retries a failure (no Ray started)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.config import build_config, expand, to_dict
+from orchestrator.config.loading import ConfigError
+from orchestrator.storage.store import Storage
+from orchestrator.sweep.rerun import SETTINGS, TUNE_DIR, check_rerun, sweep_settings
+from search_spaces import load_space, space_path
+
+
+@pytest.fixture
+def smoke(tmp_path):
+    sweep = load_space(str(space_path("smoke")))
+    overrides = {"storage": str(tmp_path / "store"), "generator.training.steps": 8}
+    return sweep, overrides, Storage.from_uri(overrides["storage"])
+
+
+def _started(storage: Storage, name: str) -> None:
+    # What Tune leaves behind once the experiment ran (make_tuner names the directory).
+    storage.makedirs("sweeps", name, TUNE_DIR)
+
+
+def test_rerun_with_the_same_settings_resumes(smoke):
+    sweep, overrides, storage = smoke
+    check_rerun(storage, sweep.name, sweep_settings(sweep, overrides))
+    assert storage.exists("sweeps", sweep.name, SETTINGS)
+    _started(storage, sweep.name)
+    check_rerun(storage, sweep.name, sweep_settings(sweep, dict(overrides)))
+
+
+def test_rerun_with_other_overrides_names_the_keys(smoke):
+    sweep, overrides, storage = smoke
+    check_rerun(storage, sweep.name, sweep_settings(sweep, overrides))
+    _started(storage, sweep.name)
+    changed = {**overrides, "generator.training.steps": 16, "seed": 3}
+    with pytest.raises(ConfigError) as err:
+        check_rerun(storage, sweep.name, sweep_settings(sweep, changed))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "--set generator.training.steps, --set seed" in message
+    assert "--no-resume" in message
+    # An edited sweep file is named by its own key; its description is no setting.
+    edited = replace(sweep, base={**sweep.base, "seed": 5}, description="other")
+    with pytest.raises(ConfigError, match=r"\(base\.seed\)"):
+        check_rerun(storage, sweep.name, sweep_settings(edited, overrides))
+    check_rerun(storage, sweep.name, sweep_settings(replace(sweep, description="x"), overrides))
+    # The stored settings stay those of the sweep that ran.
+    stored = storage.read_json("sweeps", sweep.name, SETTINGS)
+    assert stored == sweep_settings(sweep, overrides)
+
+
+def test_settings_bind_only_once_tune_started(smoke):
+    """A first run that stopped before Tune (bad input) may be rerun with fixed settings."""
+    sweep, overrides, storage = smoke
+    check_rerun(storage, sweep.name, sweep_settings(sweep, overrides))
+    fixed = {**overrides, "generator.training.steps": 16}
+    check_rerun(storage, sweep.name, sweep_settings(sweep, fixed))
+    assert storage.read_json("sweeps", sweep.name, SETTINGS) == sweep_settings(sweep, fixed)
+
+
+def test_one_retry_layer(smoke):
+    """Tune never reruns a trial; a training stage's worker group restarts from its checkpoint
+    `resources.max_failures` times (driver.fit_stage's FailureConfig, exercised for real by
+    test_train_fault.py)."""
+    from orchestrator.sweep.tune import SweepContext, make_tuner
+
+    sweep, overrides, storage = smoke
+    base = build_config(sweep, {}, overrides)
+    assert base.resources.max_failures > 0
+    ctx = SweepContext(to_dict(sweep), overrides, storage.uri, "sqlite:///unused", "0", "0")
+    tuner = make_tuner(sweep, expand(sweep, overrides), ctx, base, storage, sweep.name, False)
+    assert tuner._local_tuner.get_run_config().failure_config.max_failures == 0
