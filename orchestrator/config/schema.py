@@ -312,6 +312,8 @@ class ResourcesConfig:
     # Tune runs each trial's driver with this many CPUs (a nested Train run needs its own).
     trial_cpus: float = 0.01
     max_concurrent_trials: int = 1
+    # Restarts of a training stage's worker group from its last checkpoint (Ray Train): the
+    # only retry layer; Tune never reruns a failed trial (ARCHITECTURE.md, failures).
     max_failures: int = 2
 
 

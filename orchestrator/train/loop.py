@@ -163,6 +163,8 @@ def train_loop_per_worker(config: dict) -> dict:
         if state.stage_step < stage_lengths[state.stage_index]:
             if session is None:
                 session = Session(plan, workload, state.stage_index, weights, world_size)
+                # The engine holds the weights now: no second copy of the model for the stage.
+                weights = None
                 workload.start(session.engine)
             reporter.restart_clock(state.global_step)
             stopped = _run_stage(plan, workload, session, state, data, reporter, hooks, rank)
