@@ -140,8 +140,9 @@ def _batch(plan: TrainPlan) -> dict[str, np.ndarray]:
     }
 
 
-def _one_step(plan: TrainPlan, precision: str, compile_model: bool):
-    """(loss, dtypes of every Linear/Conv output, whether the weights moved) of one step."""
+def _one_step(plan: TrainPlan, precision: str, compile_backend: str | None = None):
+    """(loss, dtypes of every Linear/Conv output, whether the weights moved, parameter dtypes)
+    of one step; `compile_backend` torch.compiles the engine's module as `initialize` does."""
     torch.manual_seed(0)
     workload = make_workload(plan, torch.device("cpu"), rank=0)
     for generator in workload.generators.values():
@@ -149,11 +150,13 @@ def _one_step(plan: TrainPlan, precision: str, compile_model: bool):
     bundle = workload.build(0, None)
     before = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
     seen: set[torch.dtype] = set()
-    if not compile_model:  # a Python side effect in a hook would only break the graph
+    if compile_backend is None:  # a Python side effect in a hook would only break the graph
         for module in bundle.model.modules():
             if isinstance(module, nn.Linear | nn.Conv2d):
                 module.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
-    engine = initialize(bundle.model, bundle.optimizer, _spec(precision), compile_model)
+    engine = initialize(bundle.model, bundle.optimizer, _spec(precision), compile_model=False)
+    if compile_backend is not None:
+        engine.compile(backend=compile_backend)
     try:
         loss, terms = workload.loss(engine, _batch(plan), 0, 0, 0)
         engine.backward(loss)
@@ -172,23 +175,31 @@ def _one_step(plan: TrainPlan, precision: str, compile_model: bool):
 def test_bf16_autocast_step(workload, tmp_path):
     """A bf16 step runs the matmuls/convs in bf16, keeps fp32 masters, and updates them."""
     plan = _plan(workload, tmp_path, precision="bf16")
-    loss, seen, moved, dtypes = _one_step(plan, "bf16", compile_model=False)
+    loss, seen, moved, dtypes = _one_step(plan, "bf16")
     assert np.isfinite(loss) and moved
     assert torch.bfloat16 in seen
     assert dtypes == {torch.float32}
-    fp32_loss, fp32_seen, _, _ = _one_step(plan, "fp32", compile_model=False)
+    fp32_loss, fp32_seen, _, _ = _one_step(plan, "fp32")
     assert fp32_seen == {torch.float32}
     # Same data, same initial weights: bf16 rounding moves the loss, but only a little.
     assert loss == pytest.approx(fp32_loss, rel=0.05)
 
 
 def test_compiled_generator_step(tmp_path):
-    """`compile: true` (the paper's generator default) with bf16: one compiled micro step."""
-    plan = _plan("generator", tmp_path, precision="bf16", compile=True)
-    eager, _, _, _ = _one_step(plan, "bf16", compile_model=False)
+    """`compile: true` (the paper's generator default) with bf16: one compiled micro step.
+
+    Backend `aot_eager`: Dynamo traces the model through DeepSpeed's `engine.compile` and
+    AOTAutograd traces the backward, which is where model code breaks under compile (graph
+    breaks, Python-side RNG, data-dependent control flow). Inductor's code generation is
+    torch's own (Triton on GPU, C++ here): the same step under inductor passed once on this
+    2-core machine in 343 s, most of it compiling C++ kernels, too slow for the suite;
+    `benchmarks/gpu_check.sh` compiles the XL/1 step with inductor on the GPU.
+    """
+    plan = _plan("generator", tmp_path, precision="bf16")
+    eager, _, _, _ = _one_step(plan, "bf16")
     start = time.perf_counter()
-    compiled, _, moved, _ = _one_step(plan, "bf16", compile_model=True)
-    elapsed = time.perf_counter() - start
-    print(f"compiled micro generator step (incl. compilation): {elapsed:.1f} s")
+    compiled, _, moved, _ = _one_step(plan, "bf16", compile_backend="aot_eager")
+    print(f"compiled micro generator step (aot_eager): {time.perf_counter() - start:.1f} s")
     assert moved
+    # Same ops in the same order: equal up to bf16 rounding differences of fused casts.
     assert compiled == pytest.approx(eager, rel=1e-2)

@@ -75,3 +75,38 @@ def test_one_retry_layer(smoke):
     ctx = SweepContext(to_dict(sweep), overrides, storage.uri, "sqlite:///unused", "0", "0")
     tuner = make_tuner(sweep, expand(sweep, overrides), ctx, base, storage, sweep.name, False)
     assert tuner._local_tuner.get_run_config().failure_config.max_failures == 0
+
+
+def test_cli_rerun_with_other_set_values_exits_2(smoke):
+    """The command a user reruns: one line naming the key, exit 2, nothing started or written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sweep, overrides, storage = smoke
+    # What the first `--space smoke --storage <store> --set generator.training.steps=8` stored.
+    check_rerun(storage, sweep.name, sweep_settings(sweep, overrides))
+    _started(storage, sweep.name)
+    before = sorted(p.name for p in storage.local_path().rglob("*"))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.frontier",
+            "--space",
+            "smoke",
+            "--storage",
+            overrides["storage"],
+            "--set",
+            "generator.training.steps=16",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "(--set generator.training.steps)" in errors[0]
+    assert "--no-resume" in errors[0]
+    assert sorted(p.name for p in storage.local_path().rglob("*")) == before
