@@ -203,3 +203,17 @@ def test_compiled_generator_step(tmp_path):
     assert moved
     # Same ops in the same order: equal up to bf16 rounding differences of fused casts.
     assert compiled == pytest.approx(eager, rel=1e-2)
+
+
+def test_bf16_reduction_refused_under_zero3():
+    from orchestrator.config import PRESETS, resolve
+    from orchestrator.config.loading import ConfigError
+
+    base = PRESETS["micro"]()
+    training = replace(base.generator.training, zero_stage=3, grad_reduce_dtype="bf16")
+    with pytest.raises(ConfigError, match=r"^generator\.training\.grad_reduce_dtype: "):
+        resolve(replace(base, generator=replace(base.generator, training=training)))
+    # bf16 reduction itself is allowed at ZeRO 0-2.
+    resolve(
+        replace(base, generator=replace(base.generator, training=replace(training, zero_stage=2)))
+    )
