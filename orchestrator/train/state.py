@@ -158,12 +158,14 @@ def load_extra(directory: Path, name: str) -> Extra:
 
 
 def consolidated_weights(directory: Path, zero_stage: int) -> Mapping[str, torch.Tensor]:
-    """The full fp32 model state dict of a checkpoint, whatever world size wrote it, lazily.
+    """The full fp32 model state dict of a checkpoint, whatever world size wrote it.
 
-    Every rank of a resume on another layout calls this, so nothing here may cost a rank a
-    whole copy of the model or the optimizer: the shards are memory-mapped (one copy in the
-    host's page cache, shared by its ranks), the Adam moments are never read, and each value is
-    a view that `load_full_weights` materialises one tensor at a time.
+    Every rank of a resume on another layout calls this, so it must not cost a rank the
+    optimizer: the shards are memory-mapped (one copy in the host's page cache, shared by its
+    ranks) and the Adam moments are never read. ZeRO-3 checkpoints give lazy views that
+    `load_full_weights` materialises one tensor at a time; ZeRO-1/2 ones hold one fp32 copy of
+    the parameters (DeepSpeed joins each group's partitions), which lives only until the
+    model is built, as it would in any rank that holds the full model under ZeRO 0-2.
     """
     ds_dir = directory / DEEPSPEED_DIR
     if zero_stage == 0:
