@@ -16,6 +16,12 @@
    masters + Adam moments), plus the worker's peak RSS.
 
     python benchmarks/train_overhead.py [--steps 60] [--warmup 10] [--out result.json]
+
+3. `--gpu-zero2` (instead of 1 and 2): one GPU worker trains `--gpu-model` under ZeRO-2 in
+   bf16 through the same `TorchTrainer` (NCCL, Ray Train's backend on GPU workers); reports
+   steps/s and peak GPU memory. `benchmarks/gpu_check.sh` runs it.
+
+    python benchmarks/train_overhead.py --gpu-zero2 [--gpu-model LightningDiT-B/1]
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ def experiment(
     cpus_per_worker: float,
     zero_stage: int,
     log_every: int,
+    use_gpu: str = "no",
+    precision: str = "fp32",
 ):
     base = PRESETS["debug_cpu"]()
     training = replace(
@@ -60,6 +68,7 @@ def experiment(
         global_batch_size=batch,
         steps=steps,
         zero_stage=zero_stage,
+        precision=precision,
         log_every=log_every,
         checkpoint_every=10**9,
         keep_checkpoints=1,
@@ -70,7 +79,11 @@ def experiment(
         training=training,
     )
     resources = replace(
-        base.resources, generator_workers=workers, cpus_per_worker=cpus_per_worker, max_failures=0
+        base.resources,
+        use_gpu=use_gpu,
+        generator_workers=workers,
+        cpus_per_worker=cpus_per_worker,
+        max_failures=0,
     )
     return resolve(replace(base, generator=generator, resources=resources, storage=str(root)))
 
@@ -187,6 +200,44 @@ def memory_by_stage(model: str, work: Path, stages: list[int]) -> dict:
     return results
 
 
+def gpu_zero2(model: str, steps: int, batch: int, log_every: int) -> dict:
+    """One GPU worker, ZeRO-2, bf16: steps/s after the first report and the peak GPU memory."""
+    import ray
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    with tempfile.TemporaryDirectory(prefix="gpu-zero2-") as tmp:
+        cfg = experiment(
+            Path(tmp) / "run",
+            model=model,
+            steps=steps,
+            batch=batch,
+            workers=1,
+            cpus_per_worker=2.0,
+            zero_stage=2,
+            log_every=log_every,
+            use_gpu="yes",
+            precision="bf16",
+        )
+        log = Path(tmp) / "metrics.jsonl"
+        result = trainer_run(cfg, moments(cfg, (steps + 1) * batch), log)
+        records = read_metrics(log)
+    ray.shutdown()
+    last = records[-1]
+    return {
+        "model": model,
+        "global_batch": batch,
+        "steps": result.steps,
+        "completed": result.completed,
+        "zero_stage": 2,
+        "precision": "bf16",
+        # Each report's rate covers the steps since the previous one; the first includes warm-up.
+        "steps_per_s": round(last["samples_per_s"] / batch, 3),
+        "gpu_mem_peak_mib": round(last["gpu_mem_peak_mib"], 1),
+        "loss": last["loss"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -202,7 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-model", default="LightningDiT-B/2")
     parser.add_argument("--zero-stages", default="0,1,2,3")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--gpu-zero2", action="store_true", help="only the 1-GPU ZeRO-2 bf16 run (section 3)"
+    )
+    parser.add_argument("--gpu-model", default="LightningDiT-B/1")
+    parser.add_argument("--gpu-steps", type=int, default=60)
+    parser.add_argument("--gpu-batch", type=int, default=64)
     args = parser.parse_args(argv)
+    if args.gpu_zero2:
+        result = gpu_zero2(args.gpu_model, args.gpu_steps, args.gpu_batch, args.gpu_steps // 3)
+        print(json.dumps(result))
+        return 0 if result["completed"] else 1
 
     import ray
 

@@ -295,9 +295,9 @@ class TrainKit:
         return TrainStream(source, cfg.seed), {"latent_stats": stats}
 
     @classmethod
-    def fit(cls, cfg, workload: str, metrics_path, hooks=None, stream=None):
+    def fit(cls, cfg, workload: str, metrics_path, hooks=None, stream=None, stop_after_step=None):
         """`fit_stage` on `stream` (default: the synthetic data), appending every report to
-        `metrics_path`."""
+        `metrics_path`; `stop_after_step` ends the run there as a sweep's training round does."""
         from orchestrator.storage.store import Storage
         from orchestrator.train import fit_stage
         from orchestrator.train.callbacks import MetricsFileCallback
@@ -311,6 +311,7 @@ class TrainKit:
             inputs=inputs,
             callbacks=[MetricsFileCallback(metrics_path)],
             hooks=hooks,
+            stop_after_step=stop_after_step,
         )
 
 

@@ -155,6 +155,10 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     grad_clip: float | None = None
     precision: Precision = "fp32"
+    # dtype of the gradient all-reduce / reduce-scatter between workers. fp32 = the reference's
+    # recipe (accelerate bf16 autocast: fp32 master weights and fp32 gradient reduction);
+    # bf16 halves the traffic at the cost of rounding every reduced gradient.
+    grad_reduce_dtype: Literal["fp32", "bf16"] = "fp32"
     zero_stage: Literal[0, 1, 2, 3] = 2
     offload_optimizer: bool = False
     activation_checkpointing: bool = False
@@ -358,6 +362,8 @@ class ResourcesConfig:
     # Tune runs each trial's driver with this many CPUs (a nested Train run needs its own).
     trial_cpus: float = 0.01
     max_concurrent_trials: int = 1
+    # Restarts of a training stage's worker group from its last checkpoint (Ray Train): the
+    # only retry layer; Tune never reruns a failed trial (ARCHITECTURE.md, failures).
     max_failures: int = 2
 
 

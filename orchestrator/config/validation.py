@@ -162,6 +162,14 @@ def _check_training(t: TrainingConfig, path: str) -> None:
     _positive(t.log_every, f"{path}.log_every")
     _positive(t.checkpoint_every, f"{path}.checkpoint_every")
     _positive(t.keep_checkpoints, f"{path}.keep_checkpoints")
+    if t.grad_reduce_dtype == "bf16" and t.zero_stage == 3:
+        # DeepSpeed ties a ZeRO-3 parameter's all-gather dtype to its reduction dtype
+        # (`partition_parameters.get_allgather_dtype`): the EMA and the export would read
+        # bf16-rounded weights.
+        raise ConfigError(
+            f"{path}.grad_reduce_dtype",
+            "bf16 is not supported with zero_stage 3 (parameters would be gathered in bf16)",
+        )
     _check_length(t.steps, t.epochs, path)
 
 

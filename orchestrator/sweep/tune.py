@@ -25,9 +25,10 @@ from orchestrator.config import (
     stage_keys,
     to_dict,
 )
-from orchestrator.config.loading import from_dict
+from orchestrator.config.loading import ConfigError, from_dict
 from orchestrator.evaluation.report import trial_overrides, write_frontier
 from orchestrator.storage.store import Storage
+from orchestrator.sweep.rerun import TUNE_DIR, check_rerun, sweep_settings
 from orchestrator.sweep.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
 
 log = logging.getLogger("ldm_frontier")
@@ -35,6 +36,8 @@ log = logging.getLogger("ldm_frontier")
 SWEEP_TAG = "ldm.sweep"
 ROLE_TAG = "ldm.role"
 POINT_TAG = "ldm.point"
+# Tune's retries of a failed trial: none (see make_tuner).
+TRIAL_RETRIES = 0
 INTERRUPTED = "interrupted: run the same command again to resume where it stopped"
 
 
@@ -232,6 +235,11 @@ def run_sweep(
     base = build_config(sweep, {}, cli_overrides)
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        check_rerun(storage, run_name, sweep_settings(sweep, cli_overrides))
+    except ConfigError as err:
+        print(f"error: {sweep.name}: {err}", file=sys.stderr)
+        return 2  # frontier.EXIT_USER_ERROR, before anything started
     sweep_dir = storage.local_path("sweeps", run_name) if storage.is_local else None
     log_file = (sweep_dir or Path.cwd() / "runs") / "driver.log"
     configure_logging(log_file)
@@ -336,7 +344,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
     from ray import tune
 
     fn = trainable(base.resources.trial_cpus)
-    path = storage.uri_for("sweeps", run_name, "tune")
+    path = storage.uri_for("sweeps", run_name, TUNE_DIR)
     if resume and tune.Tuner.can_restore(
         path, storage_filesystem=None if storage.is_local else storage.filesystem
     ):
@@ -378,9 +386,13 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
             scheduler=scheduler,
         ),
         run_config=tune.RunConfig(
-            name="tune",
+            name=TUNE_DIR,
             storage_path=storage.uri_for("sweeps", run_name),
-            failure_config=tune.FailureConfig(max_failures=base.resources.max_failures),
+            # One layer of retries: a training stage restarts from its last checkpoint inside
+            # the trial (Train's FailureConfig, `resources.max_failures`); Tune does not run a
+            # failed trial again (that would repeat those retries and every stage before).
+            # Rerunning the sweep retries errored trials, skipping every stage already done.
+            failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
             verbose=0,
         ),
     )

@@ -8,6 +8,10 @@ Precision: `fp32` trains in fp32. `bf16` is DeepSpeed's `torch_autocast` (fp32 p
 optimizer state, bf16 matmuls/convs), the same recipe as the reference's accelerate bf16; the
 weights the EMA and the export read are therefore fp32 at every ZeRO stage. fp16 is not offered
 (DeepSpeed refuses it on CPU, and the paper trains bf16).
+
+Gradient reduction: `grad_reduce_dtype` (fp32 by default, as the reference's DDP all-reduces
+fp32 gradients). DeepSpeed's autocast mode otherwise marks every Linear/Conv parameter to be
+reduced, and under ZeRO-3 all-gathered, in the autocast dtype.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class EngineSpec:
     world_size: int
     zero_stage: int
     precision: str  # resolved: fp32 | bf16
+    grad_reduce_dtype: str  # fp32 | bf16
     grad_clip: float | None
     offload_optimizer: bool
     # ZeRO-3: gather the whole model per forward/backward (see ModelBundle.zero3_leaf).
@@ -65,8 +70,15 @@ def deepspeed_config(spec: EngineSpec) -> dict:
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+    # Every reduction path reads this: the engine's all-reduce (ZeRO-0) and ZeRO-1/2/3's
+    # reduce(-scatter) of parameters that autocast does not mark.
+    config["communication_data_type"] = spec.grad_reduce_dtype
     if spec.precision == "bf16":
         config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+        if spec.grad_reduce_dtype == "fp32":
+            # The modules whose parameters DeepSpeed communicates in bf16 (its default: Linear
+            # and Conv): none, so every gradient is reduced in fp32.
+            config["torch_autocast"]["lower_precision_safe_modules"] = []
     return config
 
 

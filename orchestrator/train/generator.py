@@ -66,6 +66,11 @@ class GeneratorWorkload:
         }
         self.objectives["ddpm"] = DDPMObjective(learn_sigma=gen.model.learn_sigma)
         self.ema: EMA | None = None
+        # Whether the EMA exists (rank 0) or was restored: known on EVERY rank, because under
+        # ZeRO-3 `start` is collective and all ranks must take the same branch. Rank 0 alone
+        # holds the shadow, so `self.ema is not None` cannot be the test (a resumed rank 0
+        # would skip the gathers that ranks >= 1 enter, and the job would deadlock).
+        self._ema_ready = False
         self._zero_stage = cfg.generator.training.zero_stage
 
     def new_model(self) -> LightningDiT:
@@ -118,7 +123,10 @@ class GeneratorWorkload:
 
     # ------------------------------------------------------------------ EMA
     def start(self, engine) -> None:
-        if self.ema is not None or (self._zero_stage != 3 and self.rank != 0):
+        if self._ema_ready:
+            return
+        self._ema_ready = True
+        if self._zero_stage != 3 and self.rank != 0:
             return
         # Copy-initialised from the weights the engine starts from (DiT's update_ema(decay=0)).
         pairs = gathered_named_parameters(engine.module, self._zero_stage)
@@ -146,6 +154,7 @@ class GeneratorWorkload:
         return {EMA_EXTRA: Extra(dict(self.ema.shadow), metadata)}
 
     def load_extras(self, directory: Path) -> None:
+        self._ema_ready = True
         if self.rank != 0:
             return
         extra = load_extra(directory, EMA_EXTRA)

@@ -93,6 +93,7 @@ class Session:
             world_size=world_size,
             zero_stage=training.zero_stage,
             precision=resolve_precision(training.precision, on_gpu),
+            grad_reduce_dtype=training.grad_reduce_dtype,
             grad_clip=training.grad_clip,
             offload_optimizer=training.offload_optimizer,
             zero3_leaf=bundle.zero3_leaf,
@@ -161,6 +162,8 @@ def train_loop_per_worker(config: dict) -> dict:
         if state.stage_step < stage_lengths[state.stage_index]:
             if session is None:
                 session = Session(plan, workload, state.stage_index, weights, world_size)
+                # The engine holds the weights now: no second copy of the model for the stage.
+                weights = None
                 workload.start(session.engine)
             reporter.restart_clock(state.global_step)
             stopped = _run_stage(plan, workload, session, state, data, reporter, hooks, rank)

@@ -18,6 +18,7 @@ import json
 import random
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,8 +156,16 @@ def load_extra(directory: Path, name: str) -> Extra:
         return Extra(tensors, handle.metadata() or {})
 
 
-def consolidated_weights(directory: Path, zero_stage: int) -> dict[str, torch.Tensor]:
-    """The full fp32 model state dict of a checkpoint, whatever world size wrote it."""
+def consolidated_weights(directory: Path, zero_stage: int) -> Mapping[str, torch.Tensor]:
+    """The full fp32 model state dict of a checkpoint, whatever world size wrote it.
+
+    Every rank of a resume on another layout calls this, so it must not cost a rank the
+    optimizer: the shards are memory-mapped (one copy in the host's page cache, shared by its
+    ranks) and the Adam moments are never read. ZeRO-3 checkpoints give lazy views that
+    `load_full_weights` materialises one tensor at a time; ZeRO-1/2 ones hold one fp32 copy of
+    the parameters (DeepSpeed joins each group's partitions), which lives only until the
+    model is built, as it would in any rank that holds the full model under ZeRO 0-2.
+    """
     ds_dir = directory / DEEPSPEED_DIR
     if zero_stage == 0:
         # Without ZeRO, rank 0 saved the whole module in one file.
@@ -164,11 +173,14 @@ def consolidated_weights(directory: Path, zero_stage: int) -> dict[str, torch.Te
             ds_dir / ENGINE_TAG / "mp_rank_00_model_states.pt",
             map_location="cpu",
             weights_only=False,
+            mmap=True,
         )
         return states["module"]
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=ENGINE_TAG)
+    # lazy_mode: views over the memory-mapped fp32 partitions of every rank (DeepSpeed drops
+    # each optimizer file's moments as it opens it); `.contiguous()` assembles one parameter.
+    return get_fp32_state_dict_from_zero_checkpoint(str(ds_dir), tag=ENGINE_TAG, lazy_mode=True)
 
 
 # ------------------------------------------------------------------------------ export

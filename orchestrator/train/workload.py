@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,21 +29,31 @@ class ModelBundle:
     zero3_leaf: bool = False
 
 
-def load_full_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+def load_full_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
     """Load a full state dict; frozen parameters may be absent and keep their built values.
 
     DeepSpeed's consolidated checkpoints (`zero_to_fp32`) hold what the optimizer trains plus
     the buffers, not frozen parameters such as LightningDiT's fixed sin-cos `pos_embed`, which
-    the constructor computes anyway.
+    the constructor computes anyway. Values may be lazy (anything with `.shape` and
+    `.contiguous()`, as `state.consolidated_weights` returns): each is materialised and copied
+    in place one at a time, so loading never holds a second whole copy of the model.
     """
-    result = model.load_state_dict(weights, strict=False)
+    own = model.state_dict()  # tensors sharing storage with the parameters and buffers
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    missing = [key for key in result.missing_keys if key not in frozen]
-    if missing or result.unexpected_keys:
+    missing = [key for key in own if key not in weights and key not in frozen]
+    unexpected = [key for key in weights if key not in own]
+    misshapen = [
+        key for key in own if key in weights and tuple(weights[key].shape) != own[key].shape
+    ]
+    if missing or unexpected or misshapen:
         raise KeyError(
             f"weights do not fit {type(model).__name__}: missing {missing[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
+            f"unexpected {unexpected[:5]}, other shape {misshapen[:5]}"
         )
+    with torch.no_grad():
+        for key, target in own.items():
+            if key in weights:
+                target.copy_(weights[key].contiguous())
 
 
 class Workload(Protocol):
