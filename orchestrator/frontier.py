@@ -210,13 +210,28 @@ def list_spaces() -> str:
 def install_stop_handler() -> None:
     """SIGTERM (what `ray job stop`, Kubernetes and systemd send) does what Ctrl+C does.
 
-    Re-raised as SIGINT at this process, so whoever handles SIGINT at that moment (Python's
-    KeyboardInterrupt, or Tune's graceful stop while trials run) handles the stop too."""
+    The handler calls whatever handles SIGINT at that moment: Python's KeyboardInterrupt, or
+    Tune's graceful stop while trials run. SIGINT itself is unblocked first: a Ray job's
+    entrypoint starts with it blocked unless RAY_JOB_STOP_SIGNAL is SIGINT."""
 
     def forward(signum, frame) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIG_IGN / SIG_DFL: nobody set a handler; stop as Ctrl+C would
+            raise KeyboardInterrupt
 
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, forward)
+
+
+def loopback_only() -> None:
+    """A run without RAY_ADDRESS starts its own Ray on this machine: keep every socket of it (GCS,
+    raylet, workers, Train's rendezvous) on 127.0.0.1. Ray's one-machine mode does that, and Ray
+    reads the switch once, at import, so it is set before anything imports ray. A cluster job
+    (RAY_ADDRESS set) keeps the cluster's own binding."""
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     install_stop_handler()
+    loopback_only()
     from orchestrator.sweep.tune import run_sweep
 
     return run_sweep(sweep, points, overrides, resume=args.resume)

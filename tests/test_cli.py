@@ -169,3 +169,15 @@ def test_a_failure_after_the_preflight_fails_the_parent_run_with_one_line(tmp_pa
     runs = client.search_runs([client.get_experiment_by_name("folder_micro").experiment_id])
     assert [r.info.status for r in runs if r.data.tags.get("ldm.role") == "parent"] == ["FAILED"]
     assert "RUNNING" not in {r.info.status for r in runs}
+
+
+def test_the_live_view_gives_an_eta_from_the_first_measured_steps():
+    from orchestrator.sweep.progress import format_view, merge_entry
+
+    entry = merge_entry({}, {"state": "running", "stage": "tokenizer:fit"}, 0.0)
+    entry = merge_entry(entry, {"stage": "tokenizer", "step": 10, "total": 400}, 100.0)
+    assert "left" not in format_view(2, {"p0": entry}, 0.0, 100.0)  # one step: no speed yet
+    entry = merge_entry(entry, {"step": 40}, 130.0)  # 30 steps in 30 s, 360 to go
+    assert "p0: tokenizer step 40/400 (~6m00s left)" in format_view(2, {"p0": entry}, 0.0, 130.0)
+    entry = merge_entry(entry, {"stage": "generator", "step": 0, "total": 100}, 200.0)
+    assert "left" not in format_view(2, {"p0": entry}, 0.0, 200.0)  # a new stage, a new speed

@@ -202,6 +202,9 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ray.init(
         address="local",
+        # With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (frontier.loopback_only) nothing listens
+        # beyond loopback; the node IP is what Train hands its workers as MASTER_ADDR.
+        _node_ip_address="127.0.0.1",
         num_cpus=max(4, 2 * cores) if cfg_cpus_hint is None else cfg_cpus_hint,
         include_dashboard=False,
         log_to_driver=False,
@@ -273,6 +276,11 @@ def run_sweep(
     )
     try:
         return finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, started)
+    except KeyboardInterrupt:  # a stop while the frontier is written: the sweep is not done
+        close_unfinished_runs(client, ctx)
+        client.set_terminated(parent_id, "KILLED")
+        print(INTERRUPTED, flush=True)
+        return 130
     except Exception as err:  # noqa: BLE001 - the driver's own failure: one line, run FAILED
         log.exception("the sweep driver failed")
         close_unfinished_runs(client, ctx)
