@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import signal
 import sys
 import types
 import typing
@@ -207,24 +206,6 @@ def list_spaces() -> str:
     return "\n".join(lines)
 
 
-def install_stop_handler() -> None:
-    """SIGTERM (what `ray job stop`, Kubernetes and systemd send) does what Ctrl+C does.
-
-    The handler calls whatever handles SIGINT at that moment: Python's KeyboardInterrupt, or
-    Tune's graceful stop while trials run. SIGINT itself is unblocked first: a Ray job's
-    entrypoint starts with it blocked unless RAY_JOB_STOP_SIGNAL is SIGINT."""
-
-    def forward(signum, frame) -> None:
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:  # SIG_IGN / SIG_DFL: nobody set a handler; stop as Ctrl+C would
-            raise KeyboardInterrupt
-
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGTERM, forward)
-
-
 def loopback_only() -> None:
     """A run without RAY_ADDRESS starts its own Ray on this machine: keep every socket of it (GCS,
     raylet, workers, Train's rendezvous) on 127.0.0.1. Ray's one-machine mode does that, and Ray
@@ -274,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
     print(format_plan(sweep, points, Path(path)))
     if args.dry_run:
         return 0
-    install_stop_handler()
     loopback_only()
     from orchestrator.sweep.tune import run_sweep
 

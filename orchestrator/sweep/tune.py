@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -183,6 +184,25 @@ def trainable(trial_cpus: float):
 # --------------------------------------------------------------------------------------------
 # The driver
 # --------------------------------------------------------------------------------------------
+def install_stop_handler() -> None:
+    """SIGTERM (what `ray job stop`, Kubernetes and systemd send) does what Ctrl+C does.
+    Installed when the sweep starts and again after `ray.init`, which sets its own (an exit).
+
+    The handler calls whatever handles SIGINT at that moment: Python's KeyboardInterrupt, or
+    Tune's graceful stop while trials run. SIGINT itself is unblocked first: a Ray job's
+    entrypoint starts with it blocked unless RAY_JOB_STOP_SIGNAL is SIGINT."""
+
+    def forward(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIG_IGN / SIG_DFL: nobody set a handler; stop as Ctrl+C would
+            raise KeyboardInterrupt
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGTERM, forward)
+
+
 def init_ray(cfg_cpus_hint: int | None = None) -> None:
     import ray
 
@@ -191,6 +211,7 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
+        install_stop_handler()
         return
     # Alone on a laptop: start a private local instance (never attach to someone else's).
     # Logical CPUs are doubled because a nested Tune -> Train -> Ray Data stack deadlocks when
@@ -209,6 +230,7 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
         include_dashboard=False,
         log_to_driver=False,
     )
+    install_stop_handler()
 
 
 @contextlib.contextmanager
@@ -255,6 +277,7 @@ def run_sweep(
     frontier; returns the process exit status (1 when a trial failed)."""
     from mlflow import MlflowClient
 
+    install_stop_handler()
     base = build_config(sweep, {}, cli_overrides)
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
