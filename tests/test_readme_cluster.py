@@ -185,7 +185,8 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
         assert children and set(children) == {"KILLED"}, children
 
         done = run(resubmit)
-        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        driver_log = storage / "sweeps" / name / "driver.log"
+        assert done.returncode == 0, done.stdout[-3000:] + driver_log.read_text()[-6000:]
         assert "succeeded" in (done.stdout + done.stderr).lower()
         assert "frontier chart:" in done.stdout, done.stdout[-4000:]
         parents, children = mlflow_states(storage, name)
