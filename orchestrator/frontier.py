@@ -1,21 +1,46 @@
 """`python -m orchestrator.frontier`: sweep tokenizer settings and chart the frontier.
 
 With no arguments it runs the embedded smoke space (tiny models, minutes on 2 CPU cores).
-`--dry-run` validates the space and prints the resolved plan. User errors exit with status 2 and
-one line on stderr; nothing is started before the whole space has been validated.
+`--dry-run` validates the space, checks what it points at (the preflight: dataset layout,
+storage writable, tracking server answering) and prints the resolved plan. User errors exit
+with status 2 and one line on stderr; nothing is started before all of that has passed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
+import types
+import typing
 from pathlib import Path
 
-from orchestrator.config import ConfigError, SweepPoint, expand
-from orchestrator.config.loading import parse_yaml
+import yaml
+
+from orchestrator.config import ConfigError, ExperimentConfig, SweepPoint, expand
+from orchestrator.config.loading import DuplicateKeyError, StrictLoader
 from orchestrator.sweep.plan import format_plan
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+EPILOG = """\
+exit status:
+  0    every point finished and the frontier was written
+  1    a trial failed, or the driver failed after the preflight (its MLflow parent run is
+       FAILED; the traceback is in the driver log)
+  2    a user error: the space, a --set or flag, or the preflight (dataset layout, storage
+       writable, tracking server answering); one line on stderr, nothing started
+  130  interrupted (Ctrl+C, SIGTERM, `ray job stop`): unfinished runs are KILLED; run the same
+       command again to resume
+
+logs:
+  <storage>/sweeps/<name>/driver.log   the driver's log (Ray, Tune, MLflow, tracebacks)
+  /tmp/ray/session_latest/logs/        Ray's worker logs (the local run's own Ray)
+
+see also: --list (spaces and presets), --print-config (a point's resolved keys), --dry-run
+"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,16 +51,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "a VA-VAE tokenizer, evaluate it, cache latents, train a LightningDiT on them, evaluate "
             "it, and plot reconstruction vs generation with the Pareto front."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--space",
         default="smoke",
-        help="sweep space: a name in search_spaces/ (smoke, margins, paper_table1, paper_table2, "
-        "paper_table4, paper_table5, paper_release, ...) or a path to a YAML file (default: "
-        "smoke, the embedded dataset)",
+        help="sweep space: a name in search_spaces/ (see --list) or a path to a YAML file "
+        "(default: smoke, the embedded dataset)",
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="validate, print the resolved plan, and exit"
+        "--dry-run",
+        action="store_true",
+        help="validate, run the preflight, print the resolved plan, and exit",
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the sweep spaces and presets, and exit"
+    )
+    parser.add_argument(
+        "--print-config",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="POINT",
+        help="print every resolved key of point POINT (default 0) as YAML, and exit",
     )
     parser.add_argument(
         "--schema",
@@ -62,7 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override any config key for every point, e.g. --set generator.training.steps=1000",
+        help="override a config key for every point, e.g. --set generator.training.steps=1000 "
+        "(parsed as the key's type; a key the space's search varies is refused)",
     )
     parser.add_argument(
         "--resume",
@@ -73,14 +113,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def key_type(dotted: str) -> object:
+    """The declared type of a dotted ExperimentConfig key (unknown keys: `Any`, and the config
+    loader names them with a suggestion)."""
+    tp: object = ExperimentConfig
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp) or part not in typing.get_type_hints(tp):
+            return typing.Any
+        tp = typing.get_type_hints(tp)[part]
+    return tp
+
+
+def _takes_raw_string(tp: object) -> bool:
+    """True when the key holds text: a str, or a choice of strings (`use_gpu: yes`)."""
+    if tp is str:
+        return True
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_raw_string(a) for a in typing.get_args(tp) if a is not type(None))
+    return False
+
+
+def parse_value(key: str, raw: str) -> object:
+    """`--set` text -> value of the key's type: text keys keep the text (YAML would turn `yes`
+    into true and `1e-4` into a string); everything else is read as YAML (numbers, lists)."""
+    if _takes_raw_string(key_type(key)) and raw.strip() not in ("null", "~", ""):
+        return raw
+    try:
+        # Strict: `--set a.b={x: 1, x: 2}` is refused like a duplicate key in a sweep file.
+        return yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, DuplicateKeyError) as err:
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"--set {key}", f"malformed value {raw!r} ({problem})") from None
+
+
 def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
     overrides: dict[str, object] = {}
     for item in args.overrides:
         key, sep, raw = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError("--set", f"expected KEY=VALUE, got {item!r}")
-        # YAML parsing gives `--set a.b=0.5` a float and `--set a.b=[1,2]` a list.
-        overrides[key.strip()] = parse_yaml(raw, f"--set {key.strip()}")
+        overrides[key] = parse_value(key, raw)
     if args.storage:
         overrides["storage"] = args.storage
     if args.tracking_uri:
@@ -90,8 +166,66 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
+def searched_keys(sweep) -> set[str]:
+    """Keys the space's search sets per point (grid, explicit points, Optuna)."""
+    keys = set(sweep.search.grid)
+    for point in sweep.search.points:
+        keys |= set(point)
+    if sweep.search.algorithm == "optuna":
+        keys |= set(sweep.search.optuna.space)
+    return keys
+
+
+def check_flags(args: argparse.Namespace, sweep, overrides: dict, base) -> None:
+    """Refuse what would be silently overridden or ignored."""
+    for key in overrides:
+        if key in searched_keys(sweep):
+            flag = {"storage": "--storage", "dataset.root": "--data-root"}.get(key, f"--set {key}")
+            raise ConfigError(
+                flag,
+                f"`{key}` is varied by the space's search; a value for every point would "
+                "be overridden per point (edit the space's grid instead)",
+            )
+    if args.data_root and base.dataset.source == "embedded":
+        raise ConfigError(
+            "--data-root",
+            f"the space's dataset.source is `{base.dataset.source}` (generated images), which "
+            "reads no image folder; add --set dataset.source=folder to train on yours",
+        )
+
+
+def list_spaces() -> str:
+    from orchestrator.config import PRESETS
+    from search_spaces import SPACES_DIR, available, load_space
+
+    lines = ["sweep spaces (--space NAME, or --space path/to/file.yaml):"]
+    for name in available():
+        try:
+            sweep = load_space(name)
+            lines.append(f"  {name:<20} {sweep.description} [preset {sweep.preset}]")
+        except ConfigError as err:
+            lines.append(f"  {name:<20} (invalid: {err})")
+    lines.append(f"  (files in {SPACES_DIR})")
+    lines.append("presets (a space's `preset:`):")
+    for name, make in PRESETS.items():
+        doc = (make.__doc__ or "").strip().splitlines()
+        lines.append(f"  {name:<20} {doc[0] if doc else ''}")
+    lines.append("keys: --print-config shows every key of a point; --set KEY=VALUE changes one")
+    return "\n".join(lines)
+
+
+def loopback_only() -> None:
+    """A run without RAY_ADDRESS starts its own Ray on this machine: keep every socket of it (GCS,
+    raylet, workers, Train's rendezvous) on 127.0.0.1. Ray's one-machine mode does that, and Ray
+    reads the switch once, at import, so it is set before anything imports ray. A cluster job
+    (RAY_ADDRESS set) keeps the cluster's own binding."""
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    loopback_only()  # before anything imports ray
     if args.schema:
         from orchestrator.config.json_schema import schema_text
 
@@ -99,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from search_spaces import load_space, space_path
 
-    path = None
+    if args.list:
+        print(list_spaces())
+        return 0
+    path: Path | None = None
     try:
         path = space_path(args.space)
         sweep = load_space(str(path))
@@ -107,20 +244,32 @@ def main(argv: list[str] | None = None) -> int:
         points: list[SweepPoint] = (
             expand(sweep, overrides) if sweep.search.algorithm == "grid" else []
         )
-        configs = [p.config for p in points]
-        if sweep.search.algorithm == "optuna":
-            from orchestrator.config import build_config
+        from orchestrator.config import build_config
 
-            configs = [build_config(sweep, {}, overrides)]
+        base = build_config(sweep, {}, overrides)
+        check_flags(args, sweep, overrides, base)
+        if args.print_config is not None:
+            if points and not 0 <= args.print_config < len(points):
+                raise ConfigError(
+                    "--print-config", f"no point {args.print_config} (0..{len(points) - 1})"
+                )
+            from orchestrator.config import dump_yaml
+
+            print(dump_yaml(points[args.print_config].config if points else base), end="")
+            return 0
+        configs = [p.config for p in points] or [base]
         if not args.dry_run:
             # Checkpoints from outside are read and checked whole before anything starts; a dry
             # run only lists the ones it cannot read (it may run away from the cluster's files).
             from orchestrator.storage.pretrained import check_inputs
 
             check_inputs(configs)
+        from orchestrator.sweep.preflight import preflight
+
+        preflight(configs)
     except ConfigError as err:
-        # Errors found while reading the file already name it (with the line).
-        where = "" if path and str(err).startswith(f"{path}:") else f"{args.space}: "
+        # An error that names the space file already is not prefixed with it a second time.
+        where = "" if path is not None and str(path) in str(err) else f"{args.space}: "
         print(f"error: {where}{err}", file=sys.stderr)
         return EXIT_USER_ERROR
 

@@ -197,3 +197,28 @@ def test_trials_never_started_count_as_unfinished():
         "failed": 1,
         "unfinished": 0,
     }
+
+
+def test_sigterm_mid_generator_ends_like_ctrl_c(tmp_path, mlflow_server):
+    """SIGTERM (what `ray job stop` and Kubernetes send) while a generator trains: the
+    interrupted line, exit 130, the parent and the unfinished point KILLED, no traceback."""
+    from orchestrator.sweep.tune import INTERRUPTED
+
+    space = tmp_path / "micro_t.yaml"
+    space.write_text(SPACE.format(name="micro_t").replace("[none, standin]", "[none]"))
+    cmd = frontier_command(space, tmp_path / "store", mlflow_server.uri)
+    sweep = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = []
+    for line in sweep.stdout:
+        seen.append(line)
+        if ": generator" in line:
+            sweep.send_signal(signal.SIGTERM)
+            break
+    output = "".join(seen) + sweep.communicate(timeout=300)[0]
+    assert sweep.returncode == 130, output[-4000:]
+    assert INTERRUPTED in output and "Traceback" not in output, output[-4000:]
+    parents, children = sweep_runs(MlflowClient(mlflow_server.uri), "micro_t")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert [c.info.status for c in children] == ["KILLED"]

@@ -27,11 +27,22 @@ class ProgressBoard:
         self.version = 0
 
     def post(self, point: str, **entry) -> None:
-        self.entries[point] = {**self.entries.get(point, {}), **entry, "time": time.time()}
+        self.entries[point] = merge_entry(self.entries.get(point, {}), entry, time.time())
         self.version += 1
 
     def snapshot(self) -> tuple[int, int, dict[str, dict]]:
         return self.version, self.total, dict(self.entries)
+
+
+def merge_entry(previous: dict, entry: dict, now: float) -> dict:
+    """A point's new board entry. The first step seen of a stage anchors its speed, so the
+    view can give an ETA from the next measured step on (not only once a point is done)."""
+    merged = {**previous, **entry, "time": now}
+    if merged.get("step") is not None and (
+        previous.get("stage") != merged.get("stage") or previous.get("step") is None
+    ):
+        merged.update(first_step=merged["step"], first_time=now)
+    return merged
 
 
 def create_board(total_points: int):
@@ -67,8 +78,17 @@ def format_view(total: int, entries: dict[str, dict], started: float, now: float
         steps = (
             f" step {step}/{entry.get('total')}" if step is not None and entry.get("total") else ""
         )
-        lines.append(f"  {point}: {entry.get('stage', '?')}{steps}")
+        lines.append(f"  {point}: {entry.get('stage', '?')}{steps}{stage_eta(entry)}")
     return "\n".join(lines)
+
+
+def stage_eta(entry: dict) -> str:
+    """` (~Ns left)` for a stage whose speed has been measured over at least one step."""
+    step, total, first = entry.get("step"), entry.get("total"), entry.get("first_step")
+    if step is None or not total or first is None or step <= first:
+        return ""
+    per_step = (entry["time"] - entry["first_time"]) / (step - first)
+    return f" (~{_duration(per_step * (total - step))} left)"
 
 
 def _duration(seconds: float) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -141,17 +142,40 @@ def run_trial(trial_config: dict) -> None:
     tune.report({**metrics, "point_done": 1})
 
 
-def close_unfinished_runs(client, ctx: SweepContext) -> None:
+def close_unfinished_runs(client, ctx: SweepContext, stopped: frozenset[str] = frozenset()) -> None:
     """Tune kills a trial's actor when ASHA stops it, on Ctrl+C, or when the actor dies, so the
     trial's MLflow run never leaves its `with start_run` block and would show RUNNING forever.
     Once the Tune run is over no trial is alive: mark such runs KILLED (a resumed trial's
-    `start_run` sets its run RUNNING again)."""
+    `start_run` sets its run RUNNING again). Runs of `stopped` points (keys of trials that an
+    interrupt stopped without an error of their own) read KILLED even where the teardown left
+    them FAILED."""
     running = client.search_runs(
         [ctx.experiment_id],
         filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and attributes.status = 'RUNNING'",
     )
-    for run in running:
+    torn_down = [
+        run
+        for run in client.search_runs(
+            [ctx.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and attributes.status = 'FAILED'",
+        )
+        if run.data.tags.get(POINT_TAG) in stopped
+    ]
+    for run in [*running, *torn_down]:
         client.set_terminated(run.info.run_id, "KILLED")
+
+
+def stopped_points(grid, ctx: SweepContext) -> frozenset[str]:
+    """Point keys of trials that ended neither finished, stopped early nor failed: an interrupt
+    stopped them."""
+    sweep = ctx.sweep_config()
+    keys = set()
+    for result in grid:
+        metrics = result.metrics or {}
+        if result.error is None and "point_done" not in metrics and not metrics.get("done"):
+            cfg = build_config(sweep, trial_overrides(result.config), ctx.cli_overrides)
+            keys.add(stage_keys(cfg).generator_eval)
+    return frozenset(keys)
 
 
 def trainable(trial_cpus: float):
@@ -163,6 +187,25 @@ def trainable(trial_cpus: float):
 # --------------------------------------------------------------------------------------------
 # The driver
 # --------------------------------------------------------------------------------------------
+def install_stop_handler() -> None:
+    """SIGTERM (what `ray job stop`, Kubernetes and systemd send) does what Ctrl+C does.
+    Installed when the sweep starts and again after `ray.init`, which sets its own (an exit).
+
+    The handler calls whatever handles SIGINT at that moment: Python's KeyboardInterrupt, or
+    Tune's graceful stop while trials run. SIGINT itself is unblocked first: a Ray job's
+    entrypoint starts with it blocked unless RAY_JOB_STOP_SIGNAL is SIGINT."""
+
+    def forward(signum, frame) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIG_IGN / SIG_DFL: nobody set a handler; stop as Ctrl+C would
+            raise KeyboardInterrupt
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGTERM, forward)
+
+
 def init_ray(cfg_cpus_hint: int | None = None) -> None:
     import ray
 
@@ -171,6 +214,7 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
+        install_stop_handler()
         return
     # Alone on a laptop: start a private local instance (never attach to someone else's).
     # Logical CPUs are doubled because a nested Tune -> Train -> Ray Data stack deadlocks when
@@ -182,10 +226,14 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     ray.init(
         address="local",
+        # With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (frontier.loopback_only) nothing listens
+        # beyond loopback; the node IP is what Train hands its workers as MASTER_ADDR.
+        _node_ip_address="127.0.0.1",
         num_cpus=max(4, 2 * cores) if cfg_cpus_hint is None else cfg_cpus_hint,
         include_dashboard=False,
         log_to_driver=False,
     )
+    install_stop_handler()
 
 
 @contextlib.contextmanager
@@ -232,6 +280,7 @@ def run_sweep(
     frontier; returns the process exit status (1 when a trial failed)."""
     from mlflow import MlflowClient
 
+    install_stop_handler()
     base = build_config(sweep, {}, cli_overrides)
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -240,8 +289,7 @@ def run_sweep(
     except ConfigError as err:
         print(f"error: {sweep.name}: {err}", file=sys.stderr)
         return 2  # frontier.EXIT_USER_ERROR, before anything started
-    sweep_dir = storage.local_path("sweeps", run_name) if storage.is_local else None
-    log_file = (sweep_dir or Path.cwd() / "runs") / "driver.log"
+    log_file = log_file_of(storage, run_name)
     configure_logging(log_file)
     started = time.time()
     print(f"logs: {log_file} (Ray worker logs: /tmp/ray/session_latest/logs)", flush=True)
@@ -257,20 +305,47 @@ def run_sweep(
     ctx = SweepContext(
         to_dict(sweep), cli_overrides, storage.uri, tracking_uri, experiment_id, parent_id
     )
-    with console_to(log_file) as terminal:
+    try:
+        return finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, started)
+    except KeyboardInterrupt:  # a stop while the frontier is written: the sweep is not done
+        close_unfinished_runs(client, ctx)
+        client.set_terminated(parent_id, "KILLED")
+        print(INTERRUPTED, flush=True)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the driver's own failure: one line, run FAILED
+        log.exception("the sweep driver failed")
+        close_unfinished_runs(client, ctx)
+        client.set_terminated(parent_id, "FAILED")
+        message = " ".join(str(err).split())[:300]
+        print(f"error: {type(err).__name__}: {message} (traceback in {log_file})", flush=True)
+        return 1
+
+
+def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, started) -> int:
+    """The Tune run, then the frontier, the parent run's state and the summary lines."""
+    parent_id = ctx.parent_run_id
+    with console_to(log_file_of(storage, run_name)) as terminal:
         try:
             grid = run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal)
         except KeyboardInterrupt:  # before Tune took over Ctrl+C: preparing the shared inputs
             grid = None
-    close_unfinished_runs(client, ctx)
+    outcome = None if grid is None else trial_outcomes(grid, planned_trials(sweep, points))
+    # A trial that Tune stopped on an interrupt may have left its run FAILED (its Train run was
+    # torn down under it): that point was stopped, not broken, so it reads KILLED like the rest.
+    stopped = (
+        frozenset() if grid is None or outcome["unfinished"] == 0 else stopped_points(grid, ctx)
+    )
+    close_unfinished_runs(client, ctx, stopped)
     if grid is None:
         client.set_terminated(parent_id, "KILLED")
         print(INTERRUPTED, flush=True)
         return 130
-    summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
-    print(summary.table, flush=True)
-    print(f"\nfrontier chart: {summary.chart}\nfrontier table: {summary.csv}", flush=True)
-    outcome = trial_outcomes(grid, planned_trials(sweep, points))
+    if outcome["finished"]:
+        summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
+        print(summary.table, flush=True)
+        print(f"\nfrontier chart: {summary.chart}\nfrontier table: {summary.csv}", flush=True)
+    else:  # an empty chart would only look like a result
+        print("no point finished: no frontier chart yet", flush=True)
     # The parent reads like its sweep: KILLED until a resume finishes it, FAILED if a trial did.
     status = "KILLED" if outcome["unfinished"] else "FAILED" if outcome["failed"] else "FINISHED"
     client.set_terminated(parent_id, status)
@@ -280,14 +355,22 @@ def run_sweep(
     minutes = (time.time() - started) / 60
     counts = ", ".join(f"{n} {state}" for state, n in outcome.items() if n)
     print(f"wall time: {minutes:.1f} min; trials: {counts}", flush=True)
-    if tracking_uri.startswith("http"):
-        print(f"MLflow: open {tracking_uri} (experiment `{experiment}`)", flush=True)
+    experiment = client.get_experiment(ctx.experiment_id).name
+    if ctx.tracking_uri.startswith("http"):
+        print(f"MLflow: open {ctx.tracking_uri} (experiment `{experiment}`)", flush=True)
     else:
-        print(f"MLflow: mlflow ui --backend-store-uri {tracking_uri}  (experiment `{experiment}`)")
+        print(
+            f"MLflow: mlflow ui --backend-store-uri {ctx.tracking_uri}  (experiment `{experiment}`)"
+        )
     if outcome["unfinished"]:
         print(INTERRUPTED, flush=True)
         return 130
     return 1 if outcome["failed"] else 0
+
+
+def log_file_of(storage: Storage, run_name: str) -> Path:
+    sweep_dir = storage.local_path("sweeps", run_name) if storage.is_local else None
+    return (sweep_dir or Path.cwd() / "runs") / "driver.log"
 
 
 def planned_trials(sweep, points) -> int:

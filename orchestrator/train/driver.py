@@ -36,6 +36,7 @@ from orchestrator.train.plan import (
     micro_batch_size,
     tokenizer_stages,
 )
+from orchestrator.train.rendezvous import LoopbackTorchConfig
 
 # Ray Train run directories, one per workload, under the storage root.
 RUN_ROOTS = {"tokenizer": "tokenizers", "generator": "generators"}
@@ -269,6 +270,7 @@ def fit_stage(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=plan.to_dict(),
+        torch_config=LoopbackTorchConfig(),
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=gpu, resources_per_worker=per_worker
         ),

@@ -16,6 +16,7 @@ reduced, and under ZeRO-3 all-gathered, in the autocast dtype.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -86,6 +87,13 @@ def initialize(
     model: nn.Module, optimizer: torch.optim.Optimizer, spec: EngineSpec, compile_model: bool
 ):
     """Wrap `model` + client `optimizer` in a DeepSpeed engine; optionally `torch.compile` it."""
+    # DeepSpeed JIT-builds ops on first use (the CPU shared-memory all-reduce, about 1 MB). They
+    # go beside the hub weights under TORCH_HOME, the one documented torch cache, instead of
+    # torch's separate ~/.cache/torch_extensions.
+    torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
+    )
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(torch_home, "torch_extensions"))
     import deepspeed
 
     if spec.zero_stage == 3 and spec.zero3_leaf:
