@@ -85,6 +85,11 @@ def _open(uri: str) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open_input_file(path))
 
 
+def read_schema(uri: str) -> pa.Schema:
+    """A shard's Arrow schema (its footer only)."""
+    return _open(uri).schema_arrow
+
+
 def check_image_schema(uri: str, schema: pa.Schema) -> None:
     """Raise `SourceError` naming the shard unless it has `image.bytes` and an int `label`."""
     if IMAGE_COLUMN not in schema.names:

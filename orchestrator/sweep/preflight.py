@@ -52,6 +52,11 @@ def check_folder_dataset(cfg: ExperimentConfig) -> None:
             raise PreflightError(
                 "dataset.root", f"{root}: no `{split}/` folder (expected <root>/{split}/<class>/)"
             )
+        if split == ds.val_split and ds.val_labels is not None:
+            # ILSVRC's flat val/: the images sit in the folder, their classes in the labels file.
+            if not any(entry.is_file() for entry in os.scandir(split_dir)):
+                raise PreflightError("dataset.val_labels", f"{split_dir}: no image files")
+            continue
         if not _has_class_folder_with_files(split_dir):
             raise PreflightError(
                 "dataset.root",
@@ -65,10 +70,42 @@ def check_embedded_dataset(cfg: ExperimentConfig) -> None:
         probe_local_dir(Path(cfg.dataset.root).expanduser(), "dataset.root")
 
 
+def check_sharded_dataset(cfg: ExperimentConfig) -> None:
+    """Parquet (Hugging Face layout) or WebDataset tars: each split has shards, and a Parquet
+    split's first shard has the image and label columns. Remote roots answer within the limit."""
+    from orchestrator.data import sources
+
+    ds = cfg.dataset
+    if ds.root is None:
+        raise PreflightError("dataset.root", f"not set: pass --data-root <{ds.source} shards>")
+    find = sources.parquet_shards if ds.source == "parquet" else sources.tar_shards
+    kind = "`<split>-*.parquet`" if ds.source == "parquet" else "`<split>-*.tar`"
+
+    def check() -> None:
+        for split in (ds.train_split, ds.val_split):
+            shards = find(ds.root, split)
+            if not shards:
+                raise PreflightError(
+                    "dataset.root", f"{ds.root}: no {kind} shards for split `{split}`"
+                )
+            if ds.source == "parquet":
+                try:
+                    sources.check_image_schema(shards[0], sources.read_schema(shards[0]))
+                except sources.SourceError as err:
+                    raise PreflightError("dataset.root", str(err)) from None
+
+    if ds.root.startswith(REMOTE_SCHEMES):
+        _within(NETWORK_TIMEOUT_S, "dataset.root", ds.root, check)
+    else:
+        check()
+
+
 # Another source joins by adding its check here: the preflight calls the one its config names.
 DATASET_CHECKS: dict[str, Callable[[ExperimentConfig], None]] = {
     "folder": check_folder_dataset,
     "embedded": check_embedded_dataset,
+    "parquet": check_sharded_dataset,
+    "webdataset": check_sharded_dataset,
 }
 
 
