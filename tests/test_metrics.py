@@ -54,10 +54,75 @@ def test_fid_matches_an_independent_computation():
     assert fid_from_features(a, b) == pytest.approx(expected, rel=1e-4)
 
 
-def test_fid_survives_singular_covariances():
-    # Fewer samples than dimensions: both covariances are rank deficient.
-    a, b = _random_features(3, n=10, d=32), _random_features(4, n=10, d=32)
-    assert np.isfinite(fid_from_features(a, b))
+def _torch_fidelity_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = [fid_features_to_statistics(torch.from_numpy(x)) for x in (a, b)]
+    return fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
+
+
+@pytest.mark.parametrize(("n", "d"), [(10, 32), (50, 256), (63, 64)])
+def test_fid_is_exact_on_rank_deficient_covariances(n, d):
+    # Fewer samples than dimensions: both covariances are rank deficient (rank n - 1 < d).
+    a, b = _random_features(3, n=n, d=d), _random_features(4, n=n, d=d, shift=0.2)
+    value = fid_from_features(a, b)
+    assert value == pytest.approx(_independent_frechet(a, b), rel=1e-5)
+    assert value == pytest.approx(_torch_fidelity_frechet(a, b), rel=1e-4)
+
+
+def test_fid_is_exact_on_near_singular_covariances():
+    # Dead features (constant columns, as ReLU units of a random network give) and features whose
+    # variance is 1e-16 of the others: the product S_a S_b is singular to machine precision.
+    a, b = _random_features(7, n=500, d=24), _random_features(8, n=500, d=24, shift=0.1)
+    for x in (a, b):
+        x[:, :4] = 1.5
+        x[:, 4:8] *= 1e-8
+    value = fid_from_features(a, b)
+    assert np.isfinite(value) and value >= 0
+    assert value == pytest.approx(_independent_frechet(a, b), rel=1e-5)
+    assert value == pytest.approx(_torch_fidelity_frechet(a, b), rel=1e-4)
+
+
+def test_fid_of_float32_statistics_is_computed_in_float64():
+    a, b = _random_features(9, n=200, d=16), _random_features(10, n=200, d=16, shift=0.5)
+    low = [
+        FeatureStats(s.mu.astype(np.float32), s.sigma.astype(np.float32))
+        for s in (FeatureStats.from_features(a), FeatureStats.from_features(b))
+    ]
+    assert frechet_distance(*low) == pytest.approx(_independent_frechet(a, b), rel=1e-5)
+
+
+def test_fid_falls_back_to_the_offset_when_sqrtm_fails(monkeypatch):
+    # Fault injection: scipy's sqrtm returns NaN for the raw product (as in LightningDiT#97); the
+    # eps*I-offset retry must then give the right value, and a second failure is an error.
+    import workloads.metrics.frechet as frechet
+
+    real_sqrtm, calls = frechet.linalg.sqrtm, []
+
+    def failing_once(matrix):
+        calls.append(matrix)
+        return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
+
+    monkeypatch.setattr(frechet.linalg, "sqrtm", failing_once)
+    a, b = _random_features(11, n=300, d=16), _random_features(12, n=300, d=16, shift=0.3)
+    assert fid_from_features(a, b) == pytest.approx(_independent_frechet(a, b), rel=1e-4)
+    assert len(calls) == 2
+    monkeypatch.setattr(frechet.linalg, "sqrtm", lambda m: np.full_like(m, np.nan))
+    with pytest.raises(ValueError, match="no finite matrix square root"):
+        fid_from_features(a, b)
+
+
+def test_fid_refuses_a_large_imaginary_part(monkeypatch):
+    import workloads.metrics.frechet as frechet
+
+    a, b = _random_features(13, n=300, d=8), _random_features(14, n=300, d=8)
+    product = np.cov(a, rowvar=False) @ np.cov(b, rowvar=False)
+    complex_root = frechet.linalg.sqrtm(product) + 0.5j * np.eye(8)
+    # A root that squares back within tolerance is impossible with a 0.5j diagonal, so inject
+    # the check itself: the imaginary guard must reject what sqrtm hands back.
+    monkeypatch.setattr(frechet, "_sqrtm_or_none", lambda m: complex_root)
+    with pytest.raises(ValueError, match="imaginary component 0.5"):
+        fid_from_features(a, b)
 
 
 def test_inception_score_of_uniform_logits_is_one():
