@@ -288,8 +288,9 @@ class EvaluationConfig:
     tokenizer_num_images: int = 50_000
     # Uniformity of the latent space (paper Tab. 6), a cheap generation proxy; 0 = off.
     uniformity_samples: int = 2_000
-    # FD in the foundation model's feature space (FD_DINOv2) where its weights exist.
-    fd_foundation: bool = True
+    # FD_DINOv2 of reconstructions (`rfd_dinov2_<count>`: DINOv2 ViT-L/14 CLS features as
+    # dgm-eval / EDM2 compute them): `hub`, a local weights file, or null = not reported.
+    fd_dinov2_weights: str | None = None
     # Cheap intermediate generator metric (for ASHA) every this many steps; 0 = off.
     intermediate_every: int = 0
     intermediate_samples: int = 256
@@ -343,7 +344,8 @@ class ExperimentConfig:
 @dataclass(frozen=True, kw_only=True)
 class OptunaConfig:
     num_samples: int = 16
-    metrics: tuple[str, ...] = ("rfid", "gfid")
+    # Base names (`fid`) resolve to the counted name the config reports (`fid_10k`).
+    metrics: tuple[str, ...] = ("rfid", "fid")
     modes: tuple[Literal["min", "max"], ...] = ("min", "min")
     # dotted key -> {type: choice|uniform|loguniform|randint, values|low|high}
     space: dict[str, dict[str, object]] = field(default_factory=dict)

@@ -328,7 +328,25 @@ def _check_evaluation(e: EvaluationConfig) -> None:
     _positive(e.num_workers, "evaluation.num_workers")
     if e.inception_weights != "hub":
         _check_file(e.inception_weights, "evaluation.inception_weights")
+    if e.fd_dinov2_weights != "hub":
+        _check_file(e.fd_dinov2_weights, "evaluation.fd_dinov2_weights")
     _check_file(e.reference_stats, "evaluation.reference_stats")
+    if e.reference_stats is not None:
+        if e.inception_weights is None:
+            raise ConfigError(
+                "evaluation.reference_stats",
+                "an ADM reference batch holds Inception statistics: it needs "
+                "evaluation.inception_weights",
+            )
+        from workloads.metrics.reference import check_reference_batch
+        from workloads.metrics.suite import precision_recall_count
+
+        try:
+            check_reference_batch(
+                Path(e.reference_stats).expanduser(), precision_recall_count(e.num_samples)
+            )
+        except ValueError as error:
+            raise ConfigError("evaluation.reference_stats", str(error)) from None
 
 
 def _check_resources(cfg: ExperimentConfig) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, SweepPoint, latent_grid
-from orchestrator.evaluation.naming import generation_metric_label
+from orchestrator.evaluation.naming import generation_metric_label, reported_metrics
 
 
 def training_length(steps: int | None, epochs: float | None) -> str:
@@ -95,6 +95,7 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
             f"{len(gens)} generators, {len(points)} generator evaluations"
         )
         lines.append(table(HEADERS, [point_row(p) for p in points]))
+        lines.extend(metrics_lines(points))
         first = points[0].config
         lines.append(f"storage: {first.storage}   dataset: {dataset_summary(first)}")
     else:
@@ -106,6 +107,19 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         rows = [[key, str(spec)] for key, spec in opt.space.items()]
         lines.append(table(["key", "distribution"], rows))
     return "\n".join(lines)
+
+
+def metrics_lines(points: list[SweepPoint]) -> list[str]:
+    """The metrics each point reports, named as MLflow, the CSV and the chart receive them."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for point in points:
+        groups.setdefault(reported_metrics(point.config), []).append(point.index)
+    if len(groups) == 1:
+        return [f"metrics (every point): {', '.join(next(iter(groups)))}"]
+    return [
+        f"metrics (points {', '.join(map(str, indices))}): {', '.join(names)}"
+        for names, indices in groups.items()
+    ]
 
 
 def dataset_summary(cfg: ExperimentConfig) -> str:

@@ -12,6 +12,8 @@ import hashlib
 import json
 import re
 
+from workloads.metrics.names import METRICS
+
 LABEL_POLICIES = ("uniform", "balanced")
 # Key names follow LightningDiT's configs so stored specs map onto the paper's settings.
 SAMPLER_KEYS = (
@@ -23,16 +25,6 @@ SAMPLER_KEYS = (
     "cfg_channels",
 )
 
-_DISPLAY_NAMES = {
-    "fid": "FID",
-    "sfid": "sFID",
-    "is": "IS",
-    "precision": "Precision",
-    "recall": "Recall",
-    "fd_dinov2": "FD_DINOv2",
-    "fd_proxy": "FD-proxy",
-    "class_consistency": "ClassConsistency",
-}
 _LABEL_PATTERN = re.compile(r"^(?P<name>.+)-(?P<count>\d+)(?P<thousands>K?)$")
 
 
@@ -104,7 +96,8 @@ def _count_suffix(num_samples: int) -> str:
 def metric_label(metric: str, num_samples: int) -> str:
     """``metric_label("fid", 50_000) == "FID-50K"``; counts round *down* to thousands, so 49,999
     samples give ``FID-49K`` and a FID-50K label can never be earned by rounding."""
-    return f"{_DISPLAY_NAMES.get(metric.lower(), metric)}-{_count_suffix(num_samples)}"
+    info = METRICS.get(metric.lower())
+    return f"{info.display if info else metric}-{_count_suffix(num_samples)}"
 
 
 def require_label(label: str, num_samples: int) -> None:
