@@ -475,3 +475,17 @@ def test_latent_uniformity_on_a_tiny_sample():
     assert 0.0 < metrics["gini"] < 1.0
     assert 0.8 < metrics["normalized_entropy"] <= 1.0
     assert metrics["num_samples"] == 150 and metrics["num_runs"] == 1
+
+
+def test_latent_pixels_are_drawn_without_replacement():
+    from workloads.metrics.uniformity import sample_latent_pixels
+
+    # One pixel per image, as the tokenizer evaluation stores them: drawing all N must use each
+    # exactly once (with replacement, ~37 % would be duplicates).
+    latents = torch.randn(500, 4, 1, 1)
+    pixels = sample_latent_pixels(latents, 500, np.random.default_rng(0))
+    assert len(np.unique(pixels.round(12), axis=0)) == 500
+    grid = torch.randn(6, 4, 3, 3)
+    assert len(np.unique(sample_latent_pixels(grid, 54, np.random.default_rng(1)), axis=0)) == 54
+    with pytest.raises(ValueError, match="cannot draw 55 distinct latent pixels from 54"):
+        sample_latent_pixels(grid, 55, np.random.default_rng(1))

@@ -248,6 +248,8 @@ class GeneratorConfig:
             checkpoint_every=20_000,
         )
     )
+    # true: z_in = (z - mean) / std * latent_multiplier with the latent cache's per-channel
+    # statistics (the release); false: z_in = z * latent_multiplier only (SD-VAE / DiT, 0.18215).
     latent_norm: bool = True
     latent_multiplier: float = 1.0
 
@@ -318,6 +320,7 @@ class TrackingConfig:
     tracking_uri: str | None = None
     experiment_name: str | None = None
     system_metrics: bool = True
+    # Log the reconstruction and sample grids to MLflow (they are always written to storage).
     log_images: bool = True
 
 

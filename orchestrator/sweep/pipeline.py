@@ -159,7 +159,8 @@ def run_point(
                 cfg, storage, shared.ingested, tokenizer_weights, shared.evaluator
             )
         logger.log_metrics(recon["metrics"])
-        log_stored_file(logger, storage, recon["grid"], "tokenizer")
+        if cfg.tracking.log_images:
+            log_stored_file(logger, storage, recon["grid"], "tokenizer")
         log_json(logger, recon["spec"], "tokenizer_eval_spec.json", "tokenizer")
 
         stage("latent cache")
@@ -170,7 +171,9 @@ def run_point(
             )
 
         stage("generator")
-        latent_stats = manifest.latent_stats(cfg.generator.latent_multiplier).to_dict()
+        latent_stats = manifest.latent_stats(
+            cfg.generator.latent_multiplier, cfg.generator.latent_norm
+        ).to_dict()
         train = dict(run_ref=ref, callbacks=callbacks, progress=name)
         with stage_lock(keys.generator):
             if on_intermediate is not None:
@@ -198,7 +201,8 @@ def run_point(
         logger.set_tags(
             {f"ldm.label.{k}": v for k, v in {**recon["labels"], **gen["labels"]}.items()}
         )
-        log_stored_file(logger, storage, gen["grid"], "generator")
+        if cfg.tracking.log_images:
+            log_stored_file(logger, storage, gen["grid"], "generator")
         log_json(logger, gen["spec"], "eval_spec.json", "generator")
     except BaseException:
         progress.post(name, state="failed")

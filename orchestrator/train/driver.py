@@ -147,7 +147,7 @@ def train_generator(
         start_epoch=start_epoch,
         repeats=passes_per_execution(manifest.count),
     )
-    stats = manifest.latent_stats(cfg.generator.latent_multiplier)
+    stats = manifest.latent_stats(cfg.generator.latent_multiplier, cfg.generator.latent_norm)
     return fit_stage(
         cfg,
         storage,
