@@ -416,7 +416,7 @@ def _eval_spec(num_samples: int) -> EvalSpec:
     return EvalSpec(
         sampler={
             "method": "euler",
-            "steps": 250,
+            "num_steps": 250,
             "cfg_scale": 6.7,
             "cfg_interval_start": 0.125,
             "timestep_shift": 0.3,
@@ -456,7 +456,10 @@ def test_fid50k_label_is_refused_with_fewer_samples():
 def test_eval_spec_validates_its_fields():
     with pytest.raises(ValueError, match="label_policy"):
         EvalSpec(**{**_eval_spec(10).__dict__, "label_policy": "random"})
-    with pytest.raises(ValueError, match="cfg_channels"):
+    # The sampler settings are a SamplerSpec: the old `steps` spelling and missing fields fail.
+    with pytest.raises(ValueError, match=r"unknown SamplerSpec fields: \['steps'\]"):
+        EvalSpec(**{**_eval_spec(10).__dict__, "sampler": {"method": "euler", "steps": 250}})
+    with pytest.raises(ValueError, match=r"SamplerSpec lacks \['num_steps'\]"):
         EvalSpec(**{**_eval_spec(10).__dict__, "sampler": {"method": "euler"}})
 
 

@@ -15,7 +15,6 @@ from orchestrator.config.loading import ConfigError
 from orchestrator.config.schema import (
     EvaluationConfig,
     ExperimentConfig,
-    SamplerConfig,
     TokenizerConfig,
     TrainingConfig,
 )
@@ -63,7 +62,6 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_tokenizer(cfg.tokenizer)
     _check_grids(cfg)
     _check_generator(cfg)
-    _check_sampler(cfg.sampler, "sampler")
     _check_evaluation(cfg.evaluation)
     _check_resources(cfg)
 
@@ -307,17 +305,6 @@ def _check_dit_name(name: str) -> None:
         hint = closest(name, LightningDiT_models)
         extra = f" (did you mean `{hint}`?)" if hint else ""
         raise ConfigError("generator.model.name", f"unknown model {name!r}{extra}")
-
-
-def _check_sampler(s: SamplerConfig, path: str) -> None:
-    if s.num_steps < 2:
-        raise ConfigError(f"{path}.num_steps", f"needs at least 2 grid points, got {s.num_steps}")
-    _positive(s.timestep_shift, f"{path}.timestep_shift", allow_zero=True)
-    _positive(s.cfg_scale, f"{path}.cfg_scale", allow_zero=True)
-    _in_range(s.cfg_interval_start, 0.0, 1.0, f"{path}.cfg_interval_start", hi_open=False)
-    _positive(s.cfg_channels, f"{path}.cfg_channels")
-    _positive(s.atol, f"{path}.atol")
-    _positive(s.rtol, f"{path}.rtol")
 
 
 def _check_evaluation(e: EvaluationConfig) -> None:

@@ -435,16 +435,8 @@ def eval_spec(
 ) -> dict:
     from workloads.metrics.eval_spec import EvalSpec, EvaluatorIdentity
 
-    s = cfg.sampler
     spec = EvalSpec(
-        sampler={
-            "method": s.method,
-            "steps": s.num_steps,
-            "cfg_scale": s.cfg_scale,
-            "cfg_interval_start": s.cfg_interval_start,
-            "timestep_shift": s.timestep_shift,
-            "cfg_channels": s.cfg_channels,
-        },
+        sampler=cfg.sampler.to_dict(),
         num_samples=count,
         label_policy=cfg.evaluation.label_policy,
         reference_stats_id=reference.identity,

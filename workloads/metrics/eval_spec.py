@@ -13,18 +13,9 @@ import json
 import re
 
 from workloads.metrics.names import METRICS
+from workloads.sampler_spec import SamplerSpec
 
 LABEL_POLICIES = ("uniform", "balanced")
-# Key names follow LightningDiT's configs so stored specs map onto the paper's settings.
-SAMPLER_KEYS = (
-    "method",
-    "steps",
-    "cfg_scale",
-    "cfg_interval_start",
-    "timestep_shift",
-    "cfg_channels",
-)
-
 _LABEL_PATTERN = re.compile(r"^(?P<name>.+)-(?P<count>\d+)(?P<thousands>K?)$")
 
 
@@ -57,9 +48,8 @@ class EvalSpec:
     seeds: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [key for key in SAMPLER_KEYS if key not in self.sampler]
-        if missing:
-            raise ValueError(f"sampler spec lacks {missing}; required keys: {SAMPLER_KEYS}")
+        # The sampler settings are a `SamplerSpec` (one definition): unknown or invalid fields fail.
+        SamplerSpec.from_dict(self.sampler)
         if self.label_policy not in LABEL_POLICIES:
             raise ValueError(
                 f"label_policy must be one of {LABEL_POLICIES}, got {self.label_policy!r}"
