@@ -315,8 +315,14 @@ def _check_evaluation(e: EvaluationConfig) -> None:
     _positive(e.num_workers, "evaluation.num_workers")
     if e.inception_weights != "hub":
         _check_file(e.inception_weights, "evaluation.inception_weights")
-    if e.fd_dinov2_weights != "hub":
+    if e.fd_dinov2_weights not in (None, "hub"):
         _check_file(e.fd_dinov2_weights, "evaluation.fd_dinov2_weights")
+        from workloads.metrics.fd_dinov2 import check_dinov2_weights  # imports torch: only here
+
+        try:
+            check_dinov2_weights(Path(e.fd_dinov2_weights).expanduser())
+        except ValueError as error:
+            raise ConfigError("evaluation.fd_dinov2_weights", str(error)) from None
     _check_file(e.reference_stats, "evaluation.reference_stats")
     if e.reference_stats is not None:
         if e.inception_weights is None:

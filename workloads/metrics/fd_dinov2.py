@@ -9,6 +9,8 @@ two such feature sets is FD_DINOv2 (``frechet.fid_from_features``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,3 +52,27 @@ class DINOv2Features(nn.Module):
         x = (x / 255.0 - mean) / std
         model = self.backbone.model
         return model.forward_features(x.to(model.patch_embed.proj.weight.dtype))[:, 0].float()
+
+
+# Tensors whose shapes identify DINOv2 ViT-L/14 (1024-d tokens, 14 px patches, one CLS token).
+VITL14_SIGNATURE = {"cls_token": (1, 1, 1024), "patch_embed.proj.weight": (1024, 3, 14, 14)}
+
+
+def check_dinov2_weights(path: Path) -> None:
+    """One-line ValueError naming `path` unless it is a DINOv2 ViT-L/14 state dict (checked on
+    the signature tensors before a 300M-parameter network is built)."""
+    from workloads.foundation import TRAINING_CHECKPOINT_PREFIX
+    from workloads.vavae.checkpoint import read_state_dict_file
+
+    try:
+        state = read_state_dict_file(path)
+    except Exception as error:  # safetensors raises its own error type for a corrupt header
+        raise ValueError(f"{path}: not a readable weights file ({error})") from None
+    state = {k.removeprefix(TRAINING_CHECKPOINT_PREFIX): v for k, v in state.items()}
+    for key, shape in VITL14_SIGNATURE.items():
+        found = tuple(state[key].shape) if key in state else None
+        if found != shape:
+            raise ValueError(
+                f"{path}: not DINOv2 ViT-L/14 weights (FD_DINOv2 needs them): {key} is "
+                f"{'missing' if found is None else found}, expected {shape}"
+            )
