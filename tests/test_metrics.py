@@ -381,7 +381,9 @@ def test_adm_reference_batch_is_read_as_is(tmp_path):
 
     _adm_batch(tmp_path / "VIRTUAL_tiny.npz")
     batch = load_reference_batch(tmp_path / "VIRTUAL_tiny.npz", num_images=10)
-    assert batch.images.shape == (10, 8, 8, 3) and batch.images.dtype == np.uint8
+    assert batch.images.shape == (12, 8, 8, 3) and batch.images.dtype == np.uint8
+    first = load_reference_batch(tmp_path / "VIRTUAL_tiny.npz", num_images=10, max_images=5)
+    assert np.array_equal(first.images, batch.images[:5])
     assert set(batch.stats) == {"pool", "spatial"}
     assert batch.stats["spatial"].sigma.shape == (3, 3)
 

@@ -406,6 +406,7 @@ def adm_reference(cfg: ExperimentConfig, storage: Storage, evaluator: EvaluatorS
     from workloads.metrics.inception import sha256_file
     from workloads.metrics.precision_recall import PR_IMAGES
     from workloads.metrics.reference import load_reference_batch
+    from workloads.metrics.suite import precision_recall_count
 
     path = Path(cfg.evaluation.reference_stats).expanduser()
     identity = f"adm:{path.name}#sha256:{sha256_file(path)[:16]}|{evaluator.key}|{REFERENCE_FORMAT}"
@@ -413,8 +414,10 @@ def adm_reference(cfg: ExperimentConfig, storage: Storage, evaluator: EvaluatorS
     cached = _read_stats(storage, rel, identity)
     if cached is not None:
         return cached
-    batch = load_reference_batch(path, num_images=0)
-    images = batch.images[:PR_IMAGES]
+    # ADM compares against all of arr_0 (10K images); the check asks for the P this run needs.
+    needed = precision_recall_count(cfg.evaluation.num_samples)
+    batch = load_reference_batch(path, needed, max_images=PR_IMAGES)
+    images = batch.images
     # The evaluator actors read images from storage, as they read sample chunks.
     chunk_rows = 500
     chunks = []

@@ -96,11 +96,15 @@ def check_reference_batch(path: Path, num_images: int) -> None:
         )
 
 
-def load_reference_batch(path: Path, num_images: int) -> ReferenceBatch:
-    """The statistics and the first `num_images` images of an ADM reference batch (checked)."""
+def load_reference_batch(
+    path: Path, num_images: int, max_images: int | None = None
+) -> ReferenceBatch:
+    """The statistics and images of an ADM reference batch that holds at least `num_images`
+    images (checked first); at most the first `max_images` images are read into memory."""
     check_reference_batch(path, num_images)
     with np.load(path) as data:
-        return ReferenceBatch(stats=_stats_from_npz(data), images=data["arr_0"][:num_images])
+        images = data["arr_0"] if max_images is None else data["arr_0"][:max_images]
+        return ReferenceBatch(stats=_stats_from_npz(data), images=images)
 
 
 def save_reference_npz(path: Path, stats: Mapping[str, FeatureStats], cache_key: str = "") -> None:
