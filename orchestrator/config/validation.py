@@ -331,8 +331,8 @@ def _check_evaluation(e: EvaluationConfig) -> None:
                 "an ADM reference batch holds Inception statistics: it needs "
                 "evaluation.inception_weights",
             )
+        from workloads.metrics.names import precision_recall_count
         from workloads.metrics.reference import check_reference_batch
-        from workloads.metrics.suite import precision_recall_count
 
         try:
             check_reference_batch(

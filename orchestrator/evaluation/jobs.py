@@ -379,7 +379,8 @@ def reference_statistics(
         return adm_reference(cfg, storage, evaluator)
     from orchestrator.data import image_dataset
     from workloads.metrics.frechet import FeatureStats
-    from workloads.metrics.precision_recall import PR_IMAGES, reference_rows
+    from workloads.metrics.names import PR_IMAGES
+    from workloads.metrics.precision_recall import reference_rows
 
     split, seed = cfg.evaluation.reference_split, cfg.evaluation.seed
     identity = (
@@ -404,9 +405,8 @@ def reference_statistics(
 def adm_reference(cfg: ExperimentConfig, storage: Storage, evaluator: EvaluatorSpec) -> Reference:
     """An ADM reference batch: its statistics as stored, evaluator features of its images."""
     from workloads.metrics.inception import sha256_file
-    from workloads.metrics.precision_recall import PR_IMAGES
+    from workloads.metrics.names import PR_IMAGES, precision_recall_count
     from workloads.metrics.reference import load_reference_batch
-    from workloads.metrics.suite import precision_recall_count
 
     path = Path(cfg.evaluation.reference_stats).expanduser()
     identity = f"adm:{path.name}#sha256:{sha256_file(path)[:16]}|{evaluator.key}|{REFERENCE_FORMAT}"
@@ -519,7 +519,7 @@ def evaluate_generator(
 
 def check_pr_reference(cfg: ExperimentConfig, reference: Reference, count: int) -> int:
     """The precision/recall sample count P = min(N, 10K); the reference must hold P images."""
-    from workloads.metrics.suite import precision_recall_count
+    from workloads.metrics.names import precision_recall_count
 
     pr_count = precision_recall_count(count)
     if len(reference.pr_features) < pr_count:

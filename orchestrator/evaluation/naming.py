@@ -29,8 +29,7 @@ def generation_metric_label(cfg: ExperimentConfig) -> str:
 def reported_metrics(cfg: ExperimentConfig) -> tuple[str, ...]:
     """Final metrics every finished point of `cfg` reports, named as MLflow and the CSV get them,
     in the table's order: what an Optuna objective or a chart axis may name."""
-    from workloads.metrics.names import METRICS, metric_name
-    from workloads.metrics.suite import precision_recall_count
+    from workloads.metrics.names import METRICS, metric_name, precision_recall_count
 
     ev = cfg.evaluation
     n, images = ev.num_samples, ev.tokenizer_num_images

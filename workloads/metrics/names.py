@@ -43,6 +43,16 @@ METRICS: dict[str, MetricInfo] = {
     "norm_entropy": MetricInfo("normalised entropy", False, False),
 }
 
+# ADM compares 10K reference images with the samples for precision/recall; we use (at most) 10K
+# samples as well. The count is part of the names, hence here (torch-free, for the config).
+PR_IMAGES = 10_000
+
+
+def precision_recall_count(num_samples: int) -> int:
+    """Samples (and reference images) precision/recall compares: 10K, or all when fewer."""
+    return min(num_samples, PR_IMAGES)
+
+
 _COUNTED = re.compile(r"^(?P<base>[a-z0-9_]+?)_(?P<count>\d+)(?P<k>k?)$")
 
 

@@ -11,8 +11,6 @@ import numpy as np
 import torch
 from torch_fidelity.metric_prc import calculate_precision_recall_part
 
-# ADM compares 10K reference images with the samples; we use 10K samples as well.
-PR_IMAGES = 10_000
 ADM_NEIGHBOURHOOD = 3
 
 

@@ -8,13 +8,8 @@ import numpy as np
 
 from workloads.metrics.frechet import FeatureStats, frechet_distance
 from workloads.metrics.inception_score import inception_score
-from workloads.metrics.names import metric_name
-from workloads.metrics.precision_recall import PR_IMAGES, precision_recall
-
-
-def precision_recall_count(num_samples: int) -> int:
-    """Samples (and reference images) precision/recall compares: 10K, or all when fewer."""
-    return min(num_samples, PR_IMAGES)
+from workloads.metrics.names import metric_name, precision_recall_count
+from workloads.metrics.precision_recall import precision_recall
 
 
 def inception_generation_metrics(
