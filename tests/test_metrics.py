@@ -340,6 +340,7 @@ def test_metric_names_carry_counts_and_directions_from_one_table():
     assert axis_label("is_50k") == "IS-50K (higher is better)"
     assert axis_label("recall_proxy_500") == "Recall-proxy-500 (higher is better)"
     assert axis_label("psnr") == "PSNR (dB) (higher is better)"
+    assert axis_label("fid") == "FID (lower is better)"  # an axis no row reported yet
     assert not lower_is_better("precision_proxy_500") and lower_is_better("rfd_dinov2_50k")
     assert is_known("fid") and not is_known("gfid") and not is_known("fid_")
     with pytest.raises(KeyError):

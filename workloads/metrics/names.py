@@ -99,7 +99,7 @@ def lower_is_better(name: str) -> bool:
 
 def display_label(name: str) -> str:
     """``"fid_10k" -> "FID-10K"``, ``"fd_proxy_500" -> "FD-proxy-500"``, ``"psnr" -> "PSNR (dB)"``."""
-    base, count = parse_metric(name)
+    base, count = (name, None) if name in METRICS else parse_metric(name)
     text = METRICS[base].display
     return text if count is None else f"{text}-{count_tag(count).upper()}"
 
