@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from orchestrator.config import PRESETS, resolve, to_dict
+from orchestrator.config import PRESETS, resolve
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs
 from workloads.datasets.embedded import CLASSES, EmbeddedDatasetSpec, render_image
 from workloads.dit import LatentStats, LightningDiT_models
@@ -103,7 +103,7 @@ def generation_throughput(
     if model_name is not None:
         model = replace(cfg.generator.model, name=model_name)
         cfg = replace(cfg, generator=replace(cfg.generator, model=model))
-    spec = SamplerSpec(**to_dict(cfg.sampler))
+    spec = cfg.sampler  # a SamplerSpec
     spec = spec if num_steps is None else replace(spec, num_steps=num_steps)
     kwargs = generator_kwargs(cfg)
     torch.manual_seed(0)

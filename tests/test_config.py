@@ -261,7 +261,12 @@ BAD_SEARCHES = {
     "metric_not_reported": (
         "{algorithm: optuna, optuna: {space: {tokenizer.vf.vf_weight: {type: uniform, low: 0.01, "
         "high: 1.0}}}}",
-        r"search\.optuna\.metrics: `rfid` is not a metric .*rfd_proxy",
+        r"search\.optuna\.metrics: `rfid` is not a metric this config reports.*rfd_proxy_500",
+    ),
+    "unknown_metric": (
+        "{algorithm: optuna, optuna: {metrics: [gfid], modes: [min], space: "
+        "{tokenizer.vf.vf_weight: {type: uniform, low: 0.01, high: 1.0}}}}",
+        r"search\.optuna\.metrics: `gfid` is not a known metric",
     ),
     "bad_distribution": (
         "{algorithm: optuna, optuna: {metrics: [rfd_proxy], modes: [min], space: "
@@ -278,6 +283,71 @@ BAD_SEARCHES = {
         r"evaluation\.intermediate_every: ASHA needs intermediate evaluations",
     ),
 }
+
+
+@pytest.mark.parametrize(
+    ("axes", "pattern"),
+    [
+        ("{x: psnr, y: sharpness}", r"frontier\.y: `sharpness` is not a known metric"),
+        ("{x: rfid, y: auto}", r"frontier\.x: `rfid` is not a metric this config reports"),
+        ("{x: rfd_proxy_400, y: auto}", r"frontier\.x: `rfd_proxy_400` is not a metric"),
+    ],
+)
+def test_frontier_axes_name_reported_metrics(tmp_path, axes, pattern):
+    space = tmp_path / "axes.yaml"
+    space.write_text(f"name: s\npreset: debug_cpu\nfrontier: {axes}\n")
+    with pytest.raises(ConfigError, match=pattern):
+        load_sweep(space)
+    space.write_text("name: s\npreset: debug_cpu\nfrontier: {x: rfd_proxy, y: fd_proxy_500}\n")
+    load_sweep(space)
+
+
+def test_optuna_objectives_may_omit_the_count(tmp_path):
+    from orchestrator.evaluation.naming import resolve_metric
+
+    space = tmp_path / "opt.yaml"
+    space.write_text(
+        "name: s\npreset: debug_cpu\nsearch: {algorithm: optuna, optuna: {metrics: [rfd_proxy, "
+        "fd_proxy_500], modes: [min, min], space: {tokenizer.vf.vf_weight: {type: uniform, "
+        "low: 0.01, high: 1.0}}}}\n"
+    )
+    sweep = load_sweep(space)
+    base = build_config(sweep, {})
+    assert [resolve_metric(m, base) for m in sweep.search.optuna.metrics] == [
+        "rfd_proxy_500",
+        "fd_proxy_500",
+    ]
+
+
+def test_dry_run_names_every_metric_with_its_sample_count():
+    result = run_cli("--dry-run", "--space", "paper_table2")
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("metrics"))
+    assert line == (
+        "metrics (every point): rfid_50k, psnr, ssim, lpips, fid_10k, sfid_10k, is_10k, "
+        "precision_10k, recall_10k, density_cv, gini, norm_entropy"
+    )
+
+
+def test_a_bad_reference_batch_exits_2_with_one_line(tmp_path):
+    np = pytest.importorskip("numpy")
+    batch = tmp_path / "VIRTUAL_small.npz"
+    arrays = {"mu": np.zeros(4), "sigma": np.eye(4), "mu_s": np.zeros(2), "sigma_s": np.eye(2)}
+    np.savez(batch, arr_0=np.zeros((5, 8, 8, 3), np.uint8), **arrays)
+    result = run_cli(
+        "--dry-run",
+        "--space",
+        "paper_table2",
+        "--set",
+        f"evaluation.reference_stats={batch}",
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert (
+        f"evaluation.reference_stats: {batch}: arr_0 holds 5 images, fewer than the 10,000"
+        in (lines[0])
+    )
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SEARCHES))

@@ -1,13 +1,12 @@
 """LightningDiT and its Euler sampler reproduce the reference parity vectors (CPU, float32).
 
 The vectors come from hustvl/LightningDiT@2725fed run on CPU with the SDPA math kernel; see
-shared/reference/README.md. Every computed tensor is compared with its JSON tolerance.
+tests/data/reference/README.md. Every computed tensor is compared with its JSON tolerance.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -39,17 +38,10 @@ def single_thread():
     torch.set_num_threads(previous)
 
 
-def reference_dir() -> Path:
-    default = Path(__file__).resolve().parents[2] / "shared" / "reference"
-    return Path(os.environ.get("LDM_REFERENCE_DIR", default))
-
-
 @pytest.fixture(scope="module")
 def ref_dir() -> Path:
-    path = reference_dir()
-    if not (path / "lightningdit_tiny_parity.json").is_file():
-        pytest.skip(f"reference parity data not found in {path} (set LDM_REFERENCE_DIR)")
-    return path
+    # Committed with the repo (tests/data/reference/README.md): a fresh clone runs these tests.
+    return Path(__file__).resolve().parent / "data" / "reference"
 
 
 def load_parity(ref_dir: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]]:

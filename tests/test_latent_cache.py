@@ -320,3 +320,16 @@ def test_a_partial_cache_of_another_tokenizer_is_not_resumed(tmp_path):
     assert not shard.exists()
     claim = json.loads((shard.parent / BUILD_CLAIM).read_text())
     assert claim == {"tokenizer_identity": "tokenizer-b"}
+
+
+def test_latent_norm_false_only_applies_the_multiplier(built):
+    """`generator.latent_norm: false` with a multiplier (SD-VAE / DiT's 0.18215): no mean/std."""
+    z = torch.randn(2, 4, 16, 16)
+    plain = built.latent_stats(0.18215, normalise=False)
+    assert torch.allclose(plain.apply(z), z * 0.18215)
+    assert torch.allclose(plain.invert(plain.apply(z)), z, atol=1e-6)
+    normalised = built.latent_stats(0.18215)
+    expected = (z - torch.tensor(built.stats["mean"]).view(1, 4, 1, 1).float()) / torch.tensor(
+        built.stats["std"]
+    ).view(1, 4, 1, 1).float()
+    assert torch.allclose(normalised.apply(z), expected * 0.18215, atol=1e-5)

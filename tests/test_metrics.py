@@ -18,7 +18,7 @@ from workloads.metrics.inception import InceptionFeatures, sha256_file
 from workloads.metrics.inception_score import inception_score
 from workloads.metrics.precision_recall import precision_recall
 from workloads.metrics.reconstruction import lpips_distance, psnr, rfid, ssim
-from workloads.metrics.reference import load_reference_npz, reference_stats, save_reference_npz
+from workloads.metrics.reference import reference_stats
 from workloads.metrics.suite import inception_generation_metrics
 from workloads.metrics.uniformity import gini_coefficient, latent_uniformity
 
@@ -54,10 +54,75 @@ def test_fid_matches_an_independent_computation():
     assert fid_from_features(a, b) == pytest.approx(expected, rel=1e-4)
 
 
-def test_fid_survives_singular_covariances():
-    # Fewer samples than dimensions: both covariances are rank deficient.
-    a, b = _random_features(3, n=10, d=32), _random_features(4, n=10, d=32)
-    assert np.isfinite(fid_from_features(a, b))
+def _torch_fidelity_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = [fid_features_to_statistics(torch.from_numpy(x)) for x in (a, b)]
+    return fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]
+
+
+@pytest.mark.parametrize(("n", "d"), [(10, 32), (50, 256), (63, 64)])
+def test_fid_is_exact_on_rank_deficient_covariances(n, d):
+    # Fewer samples than dimensions: both covariances are rank deficient (rank n - 1 < d).
+    a, b = _random_features(3, n=n, d=d), _random_features(4, n=n, d=d, shift=0.2)
+    value = fid_from_features(a, b)
+    assert value == pytest.approx(_independent_frechet(a, b), rel=1e-5)
+    assert value == pytest.approx(_torch_fidelity_frechet(a, b), rel=1e-4)
+
+
+def test_fid_is_exact_on_near_singular_covariances():
+    # Dead features (constant columns, as ReLU units of a random network give) and features whose
+    # variance is 1e-16 of the others: the product S_a S_b is singular to machine precision.
+    a, b = _random_features(7, n=500, d=24), _random_features(8, n=500, d=24, shift=0.1)
+    for x in (a, b):
+        x[:, :4] = 1.5
+        x[:, 4:8] *= 1e-8
+    value = fid_from_features(a, b)
+    assert np.isfinite(value) and value >= 0
+    assert value == pytest.approx(_independent_frechet(a, b), rel=1e-5)
+    assert value == pytest.approx(_torch_fidelity_frechet(a, b), rel=1e-4)
+
+
+def test_fid_of_float32_statistics_is_computed_in_float64():
+    a, b = _random_features(9, n=200, d=16), _random_features(10, n=200, d=16, shift=0.5)
+    low = [
+        FeatureStats(s.mu.astype(np.float32), s.sigma.astype(np.float32))
+        for s in (FeatureStats.from_features(a), FeatureStats.from_features(b))
+    ]
+    assert frechet_distance(*low) == pytest.approx(_independent_frechet(a, b), rel=1e-5)
+
+
+def test_fid_falls_back_to_the_offset_when_sqrtm_fails(monkeypatch):
+    # Fault injection: scipy's sqrtm returns NaN for the raw product (as in LightningDiT#97); the
+    # eps*I-offset retry must then give the right value, and a second failure is an error.
+    import workloads.metrics.frechet as frechet
+
+    real_sqrtm, calls = frechet.linalg.sqrtm, []
+
+    def failing_once(matrix):
+        calls.append(matrix)
+        return np.full_like(matrix, np.nan) if len(calls) == 1 else real_sqrtm(matrix)
+
+    monkeypatch.setattr(frechet.linalg, "sqrtm", failing_once)
+    a, b = _random_features(11, n=300, d=16), _random_features(12, n=300, d=16, shift=0.3)
+    assert fid_from_features(a, b) == pytest.approx(_independent_frechet(a, b), rel=1e-4)
+    assert len(calls) == 2
+    monkeypatch.setattr(frechet.linalg, "sqrtm", lambda m: np.full_like(m, np.nan))
+    with pytest.raises(ValueError, match="no finite matrix square root"):
+        fid_from_features(a, b)
+
+
+def test_fid_refuses_a_large_imaginary_part(monkeypatch):
+    import workloads.metrics.frechet as frechet
+
+    a, b = _random_features(13, n=300, d=8), _random_features(14, n=300, d=8)
+    product = np.cov(a, rowvar=False) @ np.cov(b, rowvar=False)
+    complex_root = frechet.linalg.sqrtm(product) + 0.5j * np.eye(8)
+    # A root that squares back within tolerance is impossible with a 0.5j diagonal, so inject
+    # the check itself: the imaginary guard must reject what sqrtm hands back.
+    monkeypatch.setattr(frechet, "_sqrtm_or_none", lambda m: complex_root)
+    with pytest.raises(ValueError, match="imaginary component 0.5"):
+        fid_from_features(a, b)
 
 
 def test_inception_score_of_uniform_logits_is_one():
@@ -68,7 +133,40 @@ def test_inception_score_of_uniform_logits_is_one():
 def test_inception_score_of_confident_distinct_classes_is_the_class_count():
     logits = torch.full((100, 10), -1e4)
     logits[torch.arange(100), torch.arange(100) % 10] = 0.0
-    assert inception_score(logits, num_splits=10)[0] == pytest.approx(10.0, rel=1e-6)
+    assert inception_score(logits)[0] == pytest.approx(10.0, rel=1e-6)
+
+
+def _adm_inception_score(logits: np.ndarray, split_size: int = 5000) -> float:
+    """ADM's evaluator: consecutive chunks of `split_size`, mean of exp(mean KL)."""
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=1).numpy()
+    scores = []
+    for start in range(0, len(probs), split_size):
+        part = probs[start : start + split_size]
+        kl = part * (np.log(part) - np.log(part.mean(axis=0, keepdims=True)))
+        scores.append(np.exp(kl.sum(axis=1).mean()))
+    return float(np.mean(scores))
+
+
+def test_inception_score_uses_adm_5000_sample_splits():
+    from workloads.metrics.inception_score import inception_score_splits
+
+    logits = np.random.default_rng(20).normal(size=(10_000, 32)) * 3
+    # 10K samples: two splits of 5,000, exactly ADM's computation (not 10 splits of 1,000).
+    assert inception_score(logits)[0] == pytest.approx(_adm_inception_score(logits), rel=1e-9)
+    assert inception_score(logits)[0] != pytest.approx(
+        np.mean([_adm_inception_score(part, 1000) for part in np.split(logits, 10)]), rel=1e-6
+    )
+    # Documented behaviour: floor(N / 5,000) equal splits, at least one.
+    assert [inception_score_splits(n) for n in (40, 4_999, 5_000, 12_345, 50_000)] == [
+        1,
+        1,
+        1,
+        2,
+        10,
+    ]
+    assert inception_score(logits[:500])[0] == pytest.approx(
+        _adm_inception_score(logits[:500]), rel=1e-9
+    )
 
 
 def test_precision_recall_on_toy_sets():
@@ -76,6 +174,20 @@ def test_precision_recall_on_toy_sets():
     assert precision_recall(real, real.copy()) == (1.0, 1.0)
     far_away = _random_features(6, n=300, d=8, shift=1e3)
     assert precision_recall(real, far_away, chunk_size=64) == (0.0, 0.0)
+
+
+def test_precision_recall_reference_spans_every_class_of_a_class_ordered_index():
+    from workloads.metrics.precision_recall import reference_rows
+
+    # An index in class-folder order, as the ingest writes it: 1,000 classes x 50 images.
+    labels = np.repeat(np.arange(1_000), 50)
+    rows = reference_rows(len(labels), 10_000, seed=0)
+    assert len(set(rows.tolist())) == 10_000  # without replacement
+    assert set(labels[rows].tolist()) == set(range(1_000))  # the first 10K rows hold 200 classes
+    assert len(set(labels[:10_000].tolist())) == 200
+    assert np.array_equal(rows, reference_rows(len(labels), 10_000, seed=0))  # seeded
+    with pytest.raises(ValueError, match="holds 40 rows, fewer than the 500"):
+        reference_rows(40, 500, seed=0)
 
 
 def test_precision_recall_chunking_does_not_change_the_result():
@@ -188,7 +300,7 @@ def test_inception_extract_batches_numpy_images(random_inception):
     assert np.allclose(features["pool"][:1], single.pool.double().numpy(), atol=1e-5)
 
 
-def test_inception_suite_on_small_features():
+def test_inception_suite_names_every_metric_with_its_sample_count():
     generated = {
         "pool": _random_features(16, n=50, d=8),
         "spatial": _random_features(17, n=50, d=6),
@@ -196,12 +308,43 @@ def test_inception_suite_on_small_features():
     }
     reference = {name: FeatureStats.from_features(generated[name]) for name in ("pool", "spatial")}
     metrics = inception_generation_metrics(generated, reference, generated["pool"])
-    assert set(metrics) == {"fid", "sfid", "is", "precision", "recall"}
-    assert abs(metrics["fid"]) < 1e-6 and abs(metrics["sfid"]) < 1e-6
-    assert metrics["precision"] == metrics["recall"] == 1.0
-    assert metrics["is"] == pytest.approx(1.0)
-    without_spatial = inception_generation_metrics(generated, {"pool": reference["pool"]})
-    assert set(without_spatial) == {"fid", "is"}
+    assert set(metrics) == {"fid_50", "sfid_50", "is_50", "precision_50", "recall_50"}
+    assert abs(metrics["fid_50"]) < 1e-6 and abs(metrics["sfid_50"]) < 1e-6
+    assert metrics["precision_50"] == metrics["recall_50"] == 1.0
+    assert metrics["is_50"] == pytest.approx(1.0)
+    without_spatial = inception_generation_metrics(
+        generated, {"pool": reference["pool"]}, generated["pool"]
+    )
+    assert set(without_spatial) == {"fid_50", "is_50", "precision_50", "recall_50"}
+    with pytest.raises(ValueError, match="needs 50 reference images, got 49"):
+        inception_generation_metrics(generated, reference, generated["pool"][:49])
+
+
+def test_metric_names_carry_counts_and_directions_from_one_table():
+    from workloads.metrics.names import (
+        axis_label,
+        is_known,
+        lower_is_better,
+        metric_name,
+        parse_metric,
+    )
+
+    assert metric_name("fid", 50_000) == "fid_50k"
+    assert metric_name("precision", 10_000) == "precision_10k"
+    assert metric_name("fd_proxy", 500) == "fd_proxy_500"
+    assert metric_name("rfid", 12_345) == "rfid_12345"
+    assert metric_name("psnr", 500) == "psnr"
+    assert parse_metric("precision_proxy_500") == ("precision_proxy", 500)
+    assert parse_metric("is_10k") == ("is", 10_000)
+    assert axis_label("fid_10k") == "FID-10K (lower is better)"
+    assert axis_label("is_50k") == "IS-50K (higher is better)"
+    assert axis_label("recall_proxy_500") == "Recall-proxy-500 (higher is better)"
+    assert axis_label("psnr") == "PSNR (dB) (higher is better)"
+    assert axis_label("fid") == "FID (lower is better)"  # an axis no row reported yet
+    assert not lower_is_better("precision_proxy_500") and lower_is_better("rfd_dinov2_50k")
+    assert is_known("fid") and not is_known("gfid") and not is_known("fid_")
+    with pytest.raises(KeyError):
+        lower_is_better("gfid")
 
 
 # ------------------------------------------------------------------ reference statistics
@@ -221,22 +364,52 @@ def test_reference_stats_are_computed_once_and_cached(tmp_path):
     assert second["spatial"].mu.shape == (6,)
 
 
-def test_adm_style_npz_with_stats_or_images(tmp_path):
-    stats = FeatureStats.from_features(_random_features(13))
-    save_reference_npz(tmp_path / "ref.npz", {"pool": stats})
-    with np.load(tmp_path / "ref.npz") as data:
-        assert {"mu", "sigma"} <= set(data.keys())
-    loaded = load_reference_npz(tmp_path / "ref.npz")
-    assert frechet_distance(loaded["pool"], stats) == pytest.approx(0.0, abs=1e-6)
+def _adm_batch(path, images: int = 12, **drop) -> None:
+    """A miniature ADM reference batch: arr_0 images plus pool and spatial statistics."""
+    rng = np.random.default_rng(14)
+    arrays = {
+        "arr_0": rng.integers(0, 256, size=(images, 8, 8, 3), dtype=np.uint8),
+        "mu": rng.normal(size=4),
+        "sigma": np.eye(4),
+        "mu_s": rng.normal(size=3),
+        "sigma_s": np.eye(3),
+    }
+    np.savez(path, **{k: v for k, v in arrays.items() if k not in drop})
 
-    images = np.random.default_rng(14).integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
-    np.savez(tmp_path / "batch.npz", arr_0=images)
-    with pytest.raises(ValueError, match="extract_fn"):
-        load_reference_npz(tmp_path / "batch.npz")
-    from_images = load_reference_npz(
-        tmp_path / "batch.npz", lambda x: {"pool": x.reshape(len(x), -1)[:, :5].astype(float)}
-    )
-    assert from_images["pool"].mu.shape == (5,)
+
+def test_adm_reference_batch_is_read_as_is(tmp_path):
+    from workloads.metrics.reference import load_reference_batch
+
+    _adm_batch(tmp_path / "VIRTUAL_tiny.npz")
+    batch = load_reference_batch(tmp_path / "VIRTUAL_tiny.npz", num_images=10)
+    assert batch.images.shape == (12, 8, 8, 3) and batch.images.dtype == np.uint8
+    first = load_reference_batch(tmp_path / "VIRTUAL_tiny.npz", num_images=10, max_images=5)
+    assert np.array_equal(first.images, batch.images[:5])
+    assert set(batch.stats) == {"pool", "spatial"}
+    assert batch.stats["spatial"].sigma.shape == (3, 3)
+
+
+@pytest.mark.parametrize(
+    ("drop", "images", "message"),
+    [
+        ({"arr_0": 1}, 12, r"VIRTUAL_bad.npz: not an ADM reference batch: lacks arr_0 .*; has mu,"),
+        ({"mu": 1, "sigma": 1}, 12, r"VIRTUAL_bad.npz: .*lacks mu, sigma"),
+        ({"sigma_s": 1}, 12, r"VIRTUAL_bad.npz: .*lacks sigma_s"),
+        ({}, 8, r"VIRTUAL_bad.npz: arr_0 holds 8 images, fewer than the 10 reference images"),
+    ],
+)
+def test_a_bad_reference_batch_is_one_line_naming_file_and_what_is_missing(
+    tmp_path, drop, images, message
+):
+    from workloads.metrics.reference import check_reference_batch
+
+    _adm_batch(tmp_path / "VIRTUAL_bad.npz", images=images, **drop)
+    with pytest.raises(ValueError, match=message) as error:
+        check_reference_batch(tmp_path / "VIRTUAL_bad.npz", num_images=10)
+    assert "\n" not in str(error.value)
+    (tmp_path / "not_npz.npz").write_text("hello")
+    with pytest.raises(ValueError, match="not_npz.npz: not a readable .npz"):
+        check_reference_batch(tmp_path / "not_npz.npz", num_images=10)
 
 
 # ------------------------------------------------------------------ EvalSpec and labels
@@ -246,7 +419,7 @@ def _eval_spec(num_samples: int) -> EvalSpec:
     return EvalSpec(
         sampler={
             "method": "euler",
-            "steps": 250,
+            "num_steps": 250,
             "cfg_scale": 6.7,
             "cfg_interval_start": 0.125,
             "timestep_shift": 0.3,
@@ -286,7 +459,10 @@ def test_fid50k_label_is_refused_with_fewer_samples():
 def test_eval_spec_validates_its_fields():
     with pytest.raises(ValueError, match="label_policy"):
         EvalSpec(**{**_eval_spec(10).__dict__, "label_policy": "random"})
-    with pytest.raises(ValueError, match="cfg_channels"):
+    # The sampler settings are a SamplerSpec: the old `steps` spelling and missing fields fail.
+    with pytest.raises(ValueError, match=r"unknown SamplerSpec fields: \['steps'\]"):
+        EvalSpec(**{**_eval_spec(10).__dict__, "sampler": {"method": "euler", "steps": 250}})
+    with pytest.raises(ValueError, match=r"SamplerSpec lacks \['num_steps'\]"):
         EvalSpec(**{**_eval_spec(10).__dict__, "sampler": {"method": "euler"}})
 
 
@@ -305,3 +481,17 @@ def test_latent_uniformity_on_a_tiny_sample():
     assert 0.0 < metrics["gini"] < 1.0
     assert 0.8 < metrics["normalized_entropy"] <= 1.0
     assert metrics["num_samples"] == 150 and metrics["num_runs"] == 1
+
+
+def test_latent_pixels_are_drawn_without_replacement():
+    from workloads.metrics.uniformity import sample_latent_pixels
+
+    # One pixel per image, as the tokenizer evaluation stores them: drawing all N must use each
+    # exactly once (with replacement, ~37 % would be duplicates).
+    latents = torch.randn(500, 4, 1, 1)
+    pixels = sample_latent_pixels(latents, 500, np.random.default_rng(0))
+    assert len(np.unique(pixels.round(12), axis=0)) == 500
+    grid = torch.randn(6, 4, 3, 3)
+    assert len(np.unique(sample_latent_pixels(grid, 54, np.random.default_rng(1)), axis=0)) == 54
+    with pytest.raises(ValueError, match="cannot draw 55 distinct latent pixels from 54"):
+        sample_latent_pixels(grid, 55, np.random.default_rng(1))

@@ -51,39 +51,67 @@ def test_missing_values_are_never_on_the_front():
 def rows():
     return [
         FrontierRow(
-            "d4 vf=none", {"d": 4, "vf": "none"}, {"rfd_proxy": 9.0, "fd_proxy": 3.0, "psnr": 20.0}
+            "d4 vf=none",
+            {"d": 4, "vf": "none"},
+            {"rfd_proxy_500": 9.0, "fd_proxy_500": 3.0, "psnr": 20.0},
         ),
         FrontierRow(
             "d16 vf=none",
             {"d": 16, "vf": "none"},
-            {"rfd_proxy": 2.0, "fd_proxy": 8.0, "psnr": 28.0},
+            {"rfd_proxy_500": 2.0, "fd_proxy_500": 8.0, "psnr": 28.0},
         ),
         FrontierRow(
             "d16 vf=standin",
             {"d": 16, "vf": "standin"},
-            {"rfd_proxy": 2.5, "fd_proxy": 5.0, "psnr": 27.0},
+            {"rfd_proxy_500": 2.5, "fd_proxy_500": 5.0, "psnr": 27.0},
         ),
         FrontierRow(
-            "d8 vf=none", {"d": 8, "vf": "none"}, {"rfd_proxy": 6.0, "fd_proxy": 6.0, "psnr": 24.0}
+            "d8 vf=none",
+            {"d": 8, "vf": "none"},
+            {"rfd_proxy_500": 6.0, "fd_proxy_500": 6.0, "psnr": 24.0},
         ),
     ]
 
 
 def test_auto_axes_prefer_real_metrics_then_proxies():
-    assert frontier_axes(rows(), "auto", "auto") == ("rfd_proxy", "fd_proxy")
-    real = [FrontierRow("a", {}, {"rfid": 1.0, "gfid": 2.0, "rfd_proxy": 1.0, "fd_proxy": 2.0})]
-    assert frontier_axes(real, "auto", "auto") == ("rfid", "gfid")
-    assert frontier_axes(rows(), "psnr", "auto") == ("psnr", "fd_proxy")
+    assert frontier_axes(rows(), "auto", "auto") == ("rfd_proxy_500", "fd_proxy_500")
+    real = [
+        FrontierRow(
+            "a", {}, {"rfid_50k": 1.0, "fid_10k": 2.0, "rfd_proxy_500": 1.0, "fd_proxy_500": 2.0}
+        )
+    ]
+    assert frontier_axes(real, "auto", "auto") == ("rfid_50k", "fid_10k")
+    assert frontier_axes(rows(), "psnr", "auto") == ("psnr", "fd_proxy_500")
+    # A base name resolves to the counted name the rows report.
+    assert frontier_axes(real, "rfid", "fid") == ("rfid_50k", "fid_10k")
+
+
+def test_direction_comes_from_the_table_and_unknown_metrics_are_refused():
+    import pytest
+
+    data = [
+        FrontierRow("a", {}, {"psnr": 30.0, "precision_proxy_500": 0.9}),
+        FrontierRow("b", {}, {"psnr": 25.0, "precision_proxy_500": 0.5}),
+        FrontierRow("c", {}, {"psnr": 20.0, "precision_proxy_500": 0.95}),
+    ]
+    # Both higher-is-better: `a` and `c` trade off, `b` is dominated by `a`.
+    assert mark_front(data, "psnr", "precision_proxy_500") == [True, False, True]
+    with pytest.raises(KeyError, match="gfid"):
+        frontier_axes(data, "psnr", "gfid")
+    with pytest.raises(KeyError, match="sharpness"):
+        mark_front(data, "psnr", "sharpness")
 
 
 def test_outputs(tmp_path):
     data = rows()
-    front = mark_front(data, "rfd_proxy", "fd_proxy")
+    front = mark_front(data, "rfd_proxy_500", "fd_proxy_500")
     assert front == [True, True, True, False]
     table = list(csv.DictReader(io.StringIO(frontier_csv(data, front))))
     assert [r["on_front"] for r in table] == ["True", "True", "True", "False"]
-    assert table[2]["vf"] == "standin" and float(table[2]["fd_proxy"]) == 5.0
-    md = frontier_markdown(data, front, ["d", "vf", "rfd_proxy", "fd_proxy"])
+    assert table[2]["vf"] == "standin" and float(table[2]["fd_proxy_500"]) == 5.0
+    md = frontier_markdown(data, front, ["d", "vf", "rfd_proxy_500", "fd_proxy_500"])
     assert md.count("\n| *") == 3 and "d8 vf=none" in md
-    png = plot_frontier(data, front, "rfd_proxy", "fd_proxy", tmp_path / "frontier.png", "t")
+    png = plot_frontier(
+        data, front, "rfd_proxy_500", "fd_proxy_500", tmp_path / "frontier.png", "t"
+    )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

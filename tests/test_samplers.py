@@ -195,3 +195,26 @@ def test_spec_round_trips_through_json() -> None:
 def test_spec_validation(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SamplerSpec(**({"method": "euler", "num_steps": 10} | changes))
+
+
+def test_sampler_settings_are_defined_once():
+    """Config, sampler and evaluation spec share one definition (`SamplerSpec`): the config
+    section *is* a SamplerSpec with the paper's defaults, and a bad value is one ConfigError."""
+    import dataclasses
+
+    from orchestrator.config import ConfigError
+    from orchestrator.config.loading import from_dict
+    from orchestrator.config.schema import ExperimentConfig, SamplerConfig
+
+    assert issubclass(SamplerConfig, SamplerSpec)
+    assert [f.name for f in dataclasses.fields(SamplerConfig)] == [
+        f.name for f in dataclasses.fields(SamplerSpec)
+    ]
+    paper = SamplerConfig()
+    assert SamplerSpec.from_dict(paper.to_dict()) == SamplerSpec(
+        "euler", 250, timestep_shift=0.3, cfg_scale=10.0, cfg_interval_start=0.1, cfg_channels=3
+    )
+    with pytest.raises(ConfigError, match=r"^sampler: num_steps counts grid points"):
+        from_dict(ExperimentConfig, {"sampler": {"num_steps": 1}})
+    with pytest.raises(ConfigError, match="sampler.method"):
+        from_dict(ExperimentConfig, {"sampler": {"method": "ddim"}})

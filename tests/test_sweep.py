@@ -97,7 +97,15 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
             history = client.get_metric_history(child.info.run_id, metric)
             steps = [m.step for m in history]
             assert len(steps) >= 2 and steps == sorted(steps), (metric, steps)
-        for metric in ("psnr", "rfd_proxy", "fd_proxy", "class_consistency"):
+        # Named with their sample counts (micro: 40 images and 40 samples), as --dry-run lists them.
+        for metric in (
+            "psnr",
+            "rfd_proxy_40",
+            "fd_proxy_40",
+            "class_consistency_40",
+            "precision_proxy_40",
+            "recall_proxy_40",
+        ):
             assert metric in child.data.metrics, metric
         # One ASHA round at step 4, scored and logged; the generator then finished to step 8.
         rounds = client.get_metric_history(child.info.run_id, "fd_intermediate")
@@ -108,7 +116,7 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"frontier.png", "frontier.csv", "frontier.md"} <= parent_artifacts
     csv = (storage / "sweeps" / "micro_a" / "frontier.csv").read_text().splitlines()
-    assert len(csv) == 3 and "on_front" in csv[0]
+    assert len(csv) == 3 and "on_front" in csv[0] and "fd_proxy_40" in csv[0].split(",")
 
 
 def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_server):

@@ -1,7 +1,6 @@
 """VA-VAE tokenizer: reference parity, state-dict schema, checkpoint loading, input checks."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,8 @@ from workloads.vavae import (
     vavae_presets,
 )
 
-REFERENCE_DIR = Path(
-    os.environ.get(
-        "LDM_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"
-    )
-)
-needs_reference = pytest.mark.skipif(
-    not REFERENCE_DIR.is_dir(),
-    reason=f"reference data folder {REFERENCE_DIR} absent (set LDM_REFERENCE_DIR)",
-)
+# Public reference vectors, committed with the repo (tests/data/reference/README.md).
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,6 @@ def _close(actual, name, meta, tensors):
     torch.testing.assert_close(actual, tensors[name], **tolerance)
 
 
-@needs_reference
 def test_tiny_parity_every_computed_tensor(tiny_reference):
     meta, tensors, model = tiny_reference
     assert list(model.state_dict()) == meta["weight_keys"]
@@ -90,7 +81,6 @@ def test_tiny_parity_every_computed_tensor(tiny_reference):
     _close(from_noise, "output.posterior_sample", meta, tensors)
 
 
-@needs_reference
 def test_posterior_sample_accepts_a_generator(tiny_reference):
     _, tensors, model = tiny_reference
     with torch.no_grad():
@@ -101,7 +91,6 @@ def test_posterior_sample_accepts_a_generator(tiny_reference):
     assert not torch.equal(first, posterior.mode())
 
 
-@needs_reference
 def test_f16d32_matches_released_schema():
     schema = json.loads((REFERENCE_DIR / "vavae_f16d32_schema.json").read_text())
     inference = schema["inference_model"]
@@ -120,7 +109,6 @@ def test_f16d32_matches_released_schema():
     assert model.downsample_factor == 16
 
 
-@needs_reference
 def test_training_model_keys_match_reference_training_groups():
     schema = json.loads((REFERENCE_DIR / "vavae_f16d32_schema.json").read_text())
     kept_groups = {"inference", "training_only:vf_projection", "training_only:loss(other)"}

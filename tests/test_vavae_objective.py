@@ -2,7 +2,6 @@
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,8 @@ from workloads.vavae import (
     vf_loss,
 )
 
-REFERENCE_DIR = Path(
-    os.environ.get(
-        "LDM_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"
-    )
-)
-needs_reference = pytest.mark.skipif(
-    not REFERENCE_DIR.is_dir(),
-    reason=f"reference data folder {REFERENCE_DIR} absent (set LDM_REFERENCE_DIR)",
-)
+# Public reference vectors, committed with the repo (tests/data/reference/README.md).
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
 
 # A tiny stand-in foundation model: 64-d features on a 16x16 grid for 32 px images (micro is f2).
 TINY_FOUNDATION = (
@@ -76,7 +68,6 @@ def foundation():
     return build_foundation(name, "random_init", timm_kwargs=kwargs)
 
 
-@needs_reference
 @pytest.mark.parametrize("margin_set", ["released", "zero"])
 def test_vf_loss_parity(vfloss_reference, margin_set):
     meta, tensors = vfloss_reference
@@ -93,7 +84,6 @@ def test_vf_loss_parity(vfloss_reference, margin_set):
         torch.testing.assert_close(out[ours], tensors[name], **tolerances[name])
 
 
-@needs_reference
 def test_adaptive_vf_weight_and_generator_total_parity(vfloss_reference):
     meta, tensors = vfloss_reference
     tolerances = meta["tolerances"]["computed_tensors"]

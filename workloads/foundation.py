@@ -143,10 +143,19 @@ class FoundationModel(nn.Module):
             if k in expected and v.shape != expected[k].shape
         )
         if missing or unexpected or mis_shaped:
+            # One line: counts and the first few keys (a ViT-L has hundreds).
+            parts = [
+                f"{len(keys)} {what} (e.g. {', '.join(keys[:2])})"
+                for what, keys in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("mis-shaped", mis_shaped),
+                )
+                if keys
+            ]
             raise ValueError(
-                f"{path} does not fit timm model {self.timm_name} "
-                f"(check timm_kwargs): missing {missing}, unexpected {unexpected}, "
-                f"shape mismatch {mis_shaped}"
+                f"{path} is not a state dict of timm model {self.timm_name} (wrong architecture? "
+                f"check timm_kwargs): {'; '.join(parts)} keys"
             )
         self.model.load_state_dict(state_dict, strict=True)
 

@@ -22,83 +22,19 @@ A run is fully described by one serialisable `SamplerSpec`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import torch
 from torch import nn
 
-METHODS = ("euler", "heun", "dopri5", "ddpm")
+# The settings are defined in a torch-free module, so the config schema can build on them.
+from workloads.sampler_spec import METHODS, SamplerSpec  # noqa: F401  (re-exported)
+
 # A source of fresh standard-normal noise shaped like the batch, one draw per call.
 StepNoise = Callable[[], torch.Tensor]
 
 # v(x, t): x (B, C, H, W), t a 0-d float32 tensor -> velocity (B, C, H, W).
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """Everything that defines a sampling run (released FID setting: euler, 250, shift 0.3).
-
-    `timestep_shift` s maps t -> s*t / (1 + (s-1)*t); the reference applies it only when s > 0, so
-    0 (its plain setting) and 1 both mean no shift, and s < 1 packs steps near the noise end.
-    `cfg_scale == 1.0` is a plain conditional forward with no doubled batch. Guidance is off where
-    t < `cfg_interval_start` (0.0 = always on). `cfg_channels=3` reproduces the reference's
-    guidance of the first three latent channels only; None guides all channels.
-    `atol`/`rtol` are used by dopri5 only.
-    """
-
-    method: str
-    num_steps: int
-    timestep_shift: float = 0.0
-    cfg_scale: float = 1.0
-    cfg_interval_start: float = 0.0
-    cfg_channels: int | None = 3
-    atol: float = 1e-6
-    rtol: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int):
-            raise ValueError(f"num_steps must be an int, got {self.num_steps!r}")
-        if self.num_steps < 2:
-            raise ValueError(f"num_steps counts grid points and must be >= 2, got {self.num_steps}")
-        if not (math.isfinite(self.timestep_shift) and self.timestep_shift >= 0):
-            raise ValueError(f"timestep_shift must be >= 0, got {self.timestep_shift}")
-        if not (math.isfinite(self.cfg_scale) and self.cfg_scale >= 0):
-            raise ValueError(f"cfg_scale must be finite and >= 0, got {self.cfg_scale}")
-        if not 0.0 <= self.cfg_interval_start <= 1.0:
-            raise ValueError(f"cfg_interval_start must be in [0, 1], got {self.cfg_interval_start}")
-        if self.cfg_channels is not None and (
-            isinstance(self.cfg_channels, bool)
-            or not isinstance(self.cfg_channels, int)
-            or self.cfg_channels < 1
-        ):
-            raise ValueError(
-                f"cfg_channels must be a positive int or None, got {self.cfg_channels!r}"
-            )
-        if self.method == "ddpm" and (self.timestep_shift or self.cfg_interval_start):
-            raise ValueError("ddpm has no time grid: timestep_shift and cfg_interval_start are 0")
-        if not (self.atol > 0 and self.rtol > 0):
-            raise ValueError(f"atol and rtol must be positive, got {self.atol}, {self.rtol}")
-
-    @property
-    def uses_cfg(self) -> bool:
-        return self.cfg_scale != 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SamplerSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SamplerSpec fields: {unknown}")
-        return cls(**data)
 
 
 def time_grid(spec: SamplerSpec) -> torch.Tensor:

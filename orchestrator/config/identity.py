@@ -91,7 +91,9 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
         "images": ev.tokenizer_num_images,
         "inception": ev.inception_weights,
         "uniformity": ev.uniformity_samples,
-        "fd_foundation": ev.fd_foundation,
+        "fd_dinov2": ev.fd_dinov2_weights,
+        # v2: metrics named with their sample count, FD_DINOv2 from the CLS token.
+        "protocol": "v2",
         "seed": ev.seed,
     }
     tokenizer_eval = content_hash({"tokenizer": tokenizer, "eval": recon_eval})
@@ -124,8 +126,16 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
     gen_eval = {
         "sampler": to_dict(cfg.sampler),
         "eval": _without(
-            ev, "batch_size", "num_workers", "tokenizer_num_images", "uniformity_samples"
+            ev,
+            "batch_size",
+            "num_workers",
+            "tokenizer_num_images",
+            "uniformity_samples",
+            "fd_dinov2_weights",
         ),
+        # v2: ADM protocol (5K-sample IS splits, seeded precision/recall reference, k = 3) and
+        # metrics named with their sample count.
+        "protocol": "v2",
     }
     generator_eval = content_hash({"generator": generator, "eval": gen_eval})
     return StageKeys(dataset, tokenizer, tokenizer_eval, cache, generator, generator_eval)

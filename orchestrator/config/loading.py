@@ -145,7 +145,11 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
         if key not in fields:
             raise unknown_key_error(path, str(key), fields)
     kwargs = {k: convert(v, hints[k], _join(path, k)) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as error:
+        # Sections that check themselves (`sampler` is a `SamplerSpec`): one line with the path.
+        raise ConfigError(path, str(error)) from None
 
 
 def to_dict(obj: Any) -> Any:

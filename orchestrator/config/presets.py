@@ -89,7 +89,6 @@ def debug_cpu() -> ExperimentConfig:
             reference_split="val",
             tokenizer_num_images=500,
             uniformity_samples=500,
-            fd_foundation=False,
         ),
         resources=_cpu_resources(),
     )

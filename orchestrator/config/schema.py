@@ -17,6 +17,8 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Literal
 
+from workloads.sampler_spec import SamplerMethod, SamplerSpec
+
 Precision = Literal["auto", "fp32", "bf16"]
 NonFinitePolicy = Literal["skip", "stop"]
 
@@ -283,6 +285,8 @@ class GeneratorConfig:
             checkpoint_every=20_000,
         )
     )
+    # true: z_in = (z - mean) / std * latent_multiplier with the latent cache's per-channel
+    # statistics (the release); false: z_in = z * latent_multiplier only (SD-VAE / DiT, 0.18215).
     latent_norm: bool = True
     latent_multiplier: float = 1.0
     # A LightningDiT file from outside (the released `.pt` with `ema`/`model` entries, a bare
@@ -308,12 +312,12 @@ class GeneratorConfig:
 # Sampling and evaluation
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
-class SamplerConfig:
-    """Defaults: the 64-epoch XL/1 setting that gives FID 2.11 (configs/reproductions/*_64ep_cfg)."""
+class SamplerConfig(SamplerSpec):
+    """The sampler settings, defined once in `workloads.samplers.SamplerSpec` (fields, meaning,
+    checks); the config only sets the paper's defaults: the 64-epoch XL/1 setting that gives
+    FID 2.11 (configs/reproductions/*_64ep_cfg). `atol`/`rtol` keep SamplerSpec's."""
 
-    # euler / heun / dopri5 integrate the flow ODE; ddpm is DiT's ancestral sampler, for
-    # `generator.objective: ddpm` only (num_steps respaced steps; no shift, no CFG interval).
-    method: Literal["euler", "heun", "dopri5", "ddpm"] = "euler"
+    method: SamplerMethod = "euler"
     # Grid points, as the reference: 250 points = 249 Euler steps.
     num_steps: int = 250
     timestep_shift: float = 0.3
@@ -321,8 +325,6 @@ class SamplerConfig:
     cfg_interval_start: float = 0.10
     # 3 reproduces the DiT legacy every reported number depends on; null guides all channels.
     cfg_channels: int | None = 3
-    atol: float = 1e-6
-    rtol: float = 1e-3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,8 +344,9 @@ class EvaluationConfig:
     tokenizer_num_images: int = 50_000
     # Uniformity of the latent space (paper Tab. 6), a cheap generation proxy; 0 = off.
     uniformity_samples: int = 2_000
-    # FD in the foundation model's feature space (FD_DINOv2) where its weights exist.
-    fd_foundation: bool = True
+    # FD_DINOv2 of reconstructions (`rfd_dinov2_<count>`: DINOv2 ViT-L/14 CLS features as
+    # dgm-eval / EDM2 compute them): `hub`, a local weights file, or null = not reported.
+    fd_dinov2_weights: str | None = None
     # Cheap intermediate generator metric (for ASHA) every this many steps; 0 = off.
     intermediate_every: int = 0
     intermediate_samples: int = 256
@@ -373,6 +376,7 @@ class TrackingConfig:
     tracking_uri: str | None = None
     experiment_name: str | None = None
     system_metrics: bool = True
+    # Log the reconstruction and sample grids to MLflow (they are always written to storage).
     log_images: bool = True
 
 
@@ -399,7 +403,8 @@ class ExperimentConfig:
 @dataclass(frozen=True, kw_only=True)
 class OptunaConfig:
     num_samples: int = 16
-    metrics: tuple[str, ...] = ("rfid", "gfid")
+    # Base names (`fid`) resolve to the counted name the config reports (`fid_10k`).
+    metrics: tuple[str, ...] = ("rfid", "fid")
     modes: tuple[Literal["min", "max"], ...] = ("min", "min")
     # dotted key -> {type: choice|uniform|loguniform|randint, values|low|high}
     space: dict[str, dict[str, object]] = field(default_factory=dict)

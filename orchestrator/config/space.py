@@ -18,6 +18,7 @@ from orchestrator.config.loading import (
 from orchestrator.config.presets import PRESETS
 from orchestrator.config.schema import (
     ExperimentConfig,
+    FrontierConfig,
     OptunaConfig,
     SchedulerConfig,
     SweepConfig,
@@ -76,6 +77,7 @@ def load_sweep(path: str | Path) -> SweepConfig:
         set_dotted({}, key, None, ExperimentConfig)
     if sweep.search.algorithm == "optuna":
         _check_optuna(sweep.search.optuna, base)
+    _check_frontier(sweep.frontier, base)
     if sweep.search.scheduler.type == "asha":
         _check_asha(sweep.search.scheduler, base)
     return sweep
@@ -108,15 +110,27 @@ def _check_optuna(opt: OptunaConfig, base: ExperimentConfig) -> None:
             raise ConfigError(path, f"needs {'0 < ' if kind == 'loguniform' else ''}low < high")
     if len(opt.metrics) != len(opt.modes) or not opt.metrics:
         raise ConfigError("search.optuna.modes", "needs one mode per metric (and a metric)")
-    from orchestrator.evaluation.naming import reported_metrics  # it imports this package
+    from orchestrator.evaluation.naming import resolve_metric  # it imports this package
 
-    reported = reported_metrics(base)
     for name in opt.metrics:
-        if name not in reported:
-            raise ConfigError(
-                "search.optuna.metrics",
-                f"`{name}` is not a metric this config reports; choose from {sorted(reported)}",
-            )
+        try:
+            resolve_metric(name, base)
+        except ValueError as error:
+            raise ConfigError("search.optuna.metrics", str(error)) from None
+
+
+def _check_frontier(frontier: FrontierConfig, base: ExperimentConfig) -> None:
+    """An axis is `auto` or a metric the points report (base name or with its count)."""
+    from orchestrator.evaluation.naming import resolve_metric
+
+    for axis in ("x", "y"):
+        name = getattr(frontier, axis)
+        if name == "auto":
+            continue
+        try:
+            resolve_metric(name, base)
+        except ValueError as error:
+            raise ConfigError(f"frontier.{axis}", str(error)) from None
 
 
 def _check_asha(sch: SchedulerConfig, base: ExperimentConfig) -> None:

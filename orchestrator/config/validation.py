@@ -15,7 +15,6 @@ from orchestrator.config.loading import ConfigError
 from orchestrator.config.schema import (
     EvaluationConfig,
     ExperimentConfig,
-    SamplerConfig,
     TokenizerConfig,
     TrainingConfig,
 )
@@ -63,7 +62,6 @@ def validate(cfg: ExperimentConfig) -> None:
     _check_tokenizer(cfg.tokenizer)
     _check_grids(cfg)
     _check_generator(cfg)
-    _check_sampler(cfg.sampler, "sampler")
     _check_evaluation(cfg.evaluation)
     _check_resources(cfg)
 
@@ -395,17 +393,6 @@ def check_timm_name(name: str, path: str) -> None:
     raise ConfigError(path, f"{name!r} is neither a preset nor a timm model name{extra}")
 
 
-def _check_sampler(s: SamplerConfig, path: str) -> None:
-    if s.num_steps < 2:
-        raise ConfigError(f"{path}.num_steps", f"needs at least 2 grid points, got {s.num_steps}")
-    _positive(s.timestep_shift, f"{path}.timestep_shift", allow_zero=True)
-    _positive(s.cfg_scale, f"{path}.cfg_scale", allow_zero=True)
-    _in_range(s.cfg_interval_start, 0.0, 1.0, f"{path}.cfg_interval_start", hi_open=False)
-    _positive(s.cfg_channels, f"{path}.cfg_channels")
-    _positive(s.atol, f"{path}.atol")
-    _positive(s.rtol, f"{path}.rtol")
-
-
 def _check_evaluation(e: EvaluationConfig) -> None:
     for key in ("num_samples", "batch_size", "tokenizer_num_images", "intermediate_samples"):
         _positive(getattr(e, key), f"evaluation.{key}")
@@ -414,7 +401,31 @@ def _check_evaluation(e: EvaluationConfig) -> None:
     _positive(e.num_workers, "evaluation.num_workers")
     if e.inception_weights != "hub":
         _check_file(e.inception_weights, "evaluation.inception_weights")
+    if e.fd_dinov2_weights not in (None, "hub"):
+        _check_file(e.fd_dinov2_weights, "evaluation.fd_dinov2_weights")
+        from workloads.metrics.fd_dinov2 import check_dinov2_weights  # imports torch: only here
+
+        try:
+            check_dinov2_weights(Path(e.fd_dinov2_weights).expanduser())
+        except ValueError as error:
+            raise ConfigError("evaluation.fd_dinov2_weights", str(error)) from None
     _check_file(e.reference_stats, "evaluation.reference_stats")
+    if e.reference_stats is not None:
+        if e.inception_weights is None:
+            raise ConfigError(
+                "evaluation.reference_stats",
+                "an ADM reference batch holds Inception statistics: it needs "
+                "evaluation.inception_weights",
+            )
+        from workloads.metrics.names import precision_recall_count
+        from workloads.metrics.reference import check_reference_batch
+
+        try:
+            check_reference_batch(
+                Path(e.reference_stats).expanduser(), precision_recall_count(e.num_samples)
+            )
+        except ValueError as error:
+            raise ConfigError("evaluation.reference_stats", str(error)) from None
 
 
 def _check_resources(cfg: ExperimentConfig) -> None:

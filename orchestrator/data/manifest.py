@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
+import torch
+
 from orchestrator.storage.store import Storage, open_input
 from workloads.dit.latent_norm import LatentStats
 
@@ -67,8 +69,13 @@ class CacheManifest:
     def shard_uris(self) -> list[str]:
         return [f"{self.cache_dir}/{shard['file']}" for shard in self.shards]
 
-    def latent_stats(self, multiplier: float = 1.0) -> LatentStats:
-        """Per-channel normalisation for the generator (`z_in = (z - mean) / std * multiplier`)."""
+    def latent_stats(self, multiplier: float = 1.0, normalise: bool = True) -> LatentStats:
+        """The generator's latent scaling: `z_in = (z - mean) / std * multiplier` with this cache's
+        per-channel statistics, or, with `normalise=False` (`generator.latent_norm: false`),
+        `z_in = z * multiplier` alone (the SD-VAE / DiT convention, e.g. multiplier 0.18215)."""
+        if not normalise:
+            channels = len(self.stats["mean"])
+            return LatentStats(torch.zeros(channels), torch.ones(channels), multiplier)
         return LatentStats(self.stats["mean"], self.stats["std"], multiplier)
 
     def to_dict(self) -> dict:

@@ -32,7 +32,7 @@ import ray
 import torch
 from PIL import Image
 
-from orchestrator.config import ExperimentConfig, resolve, to_dict
+from orchestrator.config import ExperimentConfig, resolve
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
 from orchestrator.storage.store import Storage
 from workloads.dit import LatentStats, LightningDiT_models, load_lightningdit_checkpoint
@@ -94,7 +94,7 @@ def _plan(
         "seed": evaluation.seed,
         "label_policy": evaluation.label_policy,
         "rng_scheme": RNG_SCHEME,
-        "sampler": SamplerSpec(**to_dict(cfg.sampler)).to_dict(),
+        "sampler": cfg.sampler.to_dict(),
         "latent_shape": [model.in_channels, model.input_size, model.input_size],
         # Through LatentStats: validated here rather than in every actor.
         "latent_stats": LatentStats.from_dict(latent_stats).to_dict(),

@@ -20,13 +20,14 @@ import torch
 from orchestrator.config import ExperimentConfig, stage_keys
 from orchestrator.evaluation.evaluators import INCEPTION, EvaluatorSpec
 from orchestrator.evaluation.generate import generate_samples
-from orchestrator.evaluation.naming import reports_lpips
+from orchestrator.evaluation.naming import fd_dinov2_enabled, reports_lpips
 from orchestrator.storage.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.storage.models import autoencoder_kwargs, read_weights
 from orchestrator.storage.store import Storage
 
-# ADM compares samples against a 10K-image reference batch for precision/recall.
-PR_REFERENCE_IMAGES = 10_000
+# Bump when what a stored reference holds changes (v2: a seeded random precision/recall subset
+# across classes instead of the first rows of the class-ordered index).
+REFERENCE_FORMAT = "v2"
 GRID_IMAGES = 8
 GRID_SAMPLES = 64
 
@@ -82,8 +83,11 @@ class ReconstructionScorer:
         if plan["lpips"]:
             weights, backbone = plan["lpips"]
             self.lpips = LPIPS(weights, backbone_weights=backbone).to(self.device)
-        self.foundation = build_fd_foundation(plan["foundation"], self.device)
-        self.grid = plan["grid"]
+        self.dinov2 = None
+        if plan["fd_dinov2"]:
+            from workloads.metrics.fd_dinov2 import DINOv2Features
+
+            self.dinov2 = DINOv2Features(plan["fd_dinov2"]).to(self.device)
         self.seed = plan["seed"]
 
     @torch.no_grad()
@@ -114,11 +118,9 @@ class ReconstructionScorer:
             # One latent pixel per image, at a seeded position (the Tab. 6 sampling unit).
             "pixel": latent_pixels(posterior.mean.float().cpu(), rngs),
         }
-        if self.foundation is not None:
-            out["fd_orig"] = self.foundation(x, self.grid).mean(dim=(2, 3)).float().cpu().numpy()
-            out["fd_rec"] = (
-                self.foundation(rec.clamp(-1, 1), self.grid).mean(dim=(2, 3)).float().cpu().numpy()
-            )
+        if self.dinov2 is not None:
+            out["fd_orig"] = self.dinov2(x).cpu().numpy()
+            out["fd_rec"] = self.dinov2(rec.clamp(-1, 1)).cpu().numpy()
         return out
 
 
@@ -127,27 +129,6 @@ def latent_pixels(mean: torch.Tensor, rngs: list[np.random.Generator]) -> np.nda
     rows = [int(r.integers(height)) for r in rngs]
     cols = [int(r.integers(width)) for r in rngs]
     return mean[torch.arange(len(rngs)), :, rows, cols].numpy()
-
-
-def build_fd_foundation(plan: dict | None, device: torch.device):
-    if plan is None:
-        return None
-    from workloads.foundation import build_foundation
-
-    return build_foundation(plan["name"], plan["weights"], plan["input_norm"]).to(device)
-
-
-def fd_foundation_plan(cfg: ExperimentConfig) -> dict | None:
-    """FD in the foundation model's space (FD_DINOv2 as in EDM2), only with real weights."""
-    vf = cfg.tokenizer.vf
-    if (
-        not cfg.evaluation.fd_foundation
-        or vf.foundation in ("none", "standin")
-        or vf.weights == "random_init"
-    ):
-        return None
-    weights = "hub" if vf.weights == "auto" else vf.weights
-    return {"name": vf.foundation, "weights": weights, "input_norm": vf.input_norm}
 
 
 def evaluate_tokenizer(
@@ -160,6 +141,7 @@ def evaluate_tokenizer(
     """Reconstruction metrics on the first `tokenizer_num_images` validation images (cached)."""
     from orchestrator.data import image_dataset
     from workloads.metrics.frechet import fid_from_features
+    from workloads.metrics.names import metric_name
     from workloads.metrics.uniformity import latent_uniformity
 
     artifacts = Artifacts(storage)
@@ -175,8 +157,7 @@ def evaluate_tokenizer(
         "weights": ray.put(tensors),
         "evaluator": evaluator.__dict__,
         "lpips": lpips_metric_weights(cfg),
-        "foundation": fd_foundation_plan(cfg),
-        "grid": (cfg.dataset.resolution // cfg.tokenizer.arch.downsample_factor,) * 2,
+        "fd_dinov2": fd_dinov2_weights(cfg),
         "seed": ev.seed,
     }
     compute, resources = actor_pool(cfg)
@@ -198,7 +179,13 @@ def evaluate_tokenizer(
             columns.setdefault(name, []).append(values)
     data = {name: np.concatenate(parts) for name, parts in columns.items()}
     count = len(data["psnr"])
-    recon_name = "rfid" if evaluator.kind == INCEPTION else "rfd_proxy"
+    if count < ev.tokenizer_num_images:
+        # Metric names carry the count the config asks for (`rfid_50k`); never report fewer.
+        raise ValueError(
+            f"evaluation.tokenizer_num_images asks for {ev.tokenizer_num_images:,} images but "
+            f"split `{cfg.dataset.val_split}` holds {count:,}; lower it to at most {count:,}"
+        )
+    recon_name = metric_name("rfid" if evaluator.kind == INCEPTION else "rfd_proxy", count)
     metrics = {
         "psnr": float(np.mean(data["psnr"])),
         "ssim": float(np.mean(data["ssim"])),
@@ -207,7 +194,7 @@ def evaluate_tokenizer(
     if plan["lpips"]:
         metrics["lpips"] = float(np.mean(data["lpips"]))
     if "fd_orig" in data:
-        metrics[f"rfd_{cfg.tokenizer.vf.foundation}"] = fid_from_features(
+        metrics[metric_name("rfd_dinov2", count)] = fid_from_features(
             data["fd_orig"], data["fd_rec"]
         )
     if ev.uniformity_samples and count > 3 * 30:
@@ -222,7 +209,7 @@ def evaluate_tokenizer(
         )
     summary = {
         "metrics": metrics,
-        "labels": {recon_name: f"{'rFID' if evaluator.kind == INCEPTION else 'rFD-proxy'}-{count}"},
+        "labels": counted_labels(metrics),
         "spec": {
             "images": count,
             "split": cfg.dataset.val_split,
@@ -237,6 +224,21 @@ def evaluate_tokenizer(
     storage.write_json(summary, rel, "metrics.json")
     artifacts.mark_done(rel, summary)
     return summary
+
+
+def fd_dinov2_weights(cfg: ExperimentConfig) -> str | None:
+    """A local path (or `hub`) for the FD_DINOv2 network, or None when it is not reported."""
+    if not fd_dinov2_enabled(cfg):
+        return None
+    weights = cfg.evaluation.fd_dinov2_weights
+    return weights if weights == "hub" else str(Path(weights).expanduser())
+
+
+def counted_labels(metrics: dict[str, float]) -> dict[str, str]:
+    """`fid_10k` -> `FID-10K` for every metric named with a sample count (MLflow tags)."""
+    from workloads.metrics.names import display_label, parse_metric
+
+    return {name: display_label(name) for name in metrics if parse_metric(name)[1] is not None}
 
 
 def lpips_metric_weights(cfg: ExperimentConfig) -> list[str | None] | None:
@@ -340,51 +342,100 @@ def collect_features(
 @dataclass(frozen=True)
 class Reference:
     stats: dict
-    pool_features: np.ndarray | None
+    # Evaluator features of a seeded random reference subset (precision/recall), random order.
+    pr_features: np.ndarray
     identity: str
+
+
+def _write_stats(storage: Storage, rel: str, identity: str, stats: dict, pr: np.ndarray) -> None:
+    arrays = {"identity": np.array(identity), "pr_features": pr}
+    for n, s in stats.items():
+        arrays[f"mu_{n}"], arrays[f"sigma_{n}"] = s.mu, s.sigma
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    storage.write_bytes(buffer.getvalue(), rel, "stats.npz")
+
+
+def _read_stats(storage: Storage, rel: str, identity: str) -> Reference | None:
+    from workloads.metrics.frechet import FeatureStats
+
+    if not storage.exists(rel, "stats.npz"):
+        return None
+    cached = np.load(io.BytesIO(storage.read_bytes(rel, "stats.npz")))
+    if str(cached["identity"]) != identity:
+        raise ValueError(f"{storage.uri_for(rel)} holds statistics for {cached['identity']}")
+    names = [k.removeprefix("mu_") for k in cached.files if k.startswith("mu_")]
+    stats = {n: FeatureStats(cached[f"mu_{n}"], cached[f"sigma_{n}"]) for n in names}
+    return Reference(stats, cached["pr_features"], identity)
 
 
 def reference_statistics(
     cfg: ExperimentConfig, storage: Storage, ingested, evaluator: EvaluatorSpec
 ) -> Reference:
-    """Statistics of the reference split in the evaluator's space, cached by data + evaluator.
+    """The reference in the evaluator's space, cached by data + evaluator (ADM's protocol).
 
-    An ADM reference batch (`evaluation.reference_stats`) supplies mu/sigma (and the sFID
-    statistics); precision/recall always compare against our own reference split's features.
+    With `evaluation.reference_stats` (an ADM reference batch such as
+    `VIRTUAL_imagenet256_labeled.npz`) its mu/sigma and mu_s/sigma_s are used as stored, and
+    precision/recall compare against its `arr_0` images, as ADM's evaluator does. Otherwise the
+    statistics are those of the whole `reference_split`, and precision/recall compare against a
+    seeded random 10K subset of it, spanning every class.
     """
+    if cfg.evaluation.reference_stats:
+        return adm_reference(cfg, storage, evaluator)
     from orchestrator.data import image_dataset
     from workloads.metrics.frechet import FeatureStats
+    from workloads.metrics.names import PR_IMAGES
+    from workloads.metrics.precision_recall import reference_rows
 
-    split = cfg.evaluation.reference_split
-    identity = f"{ingested.dataset_identity}/{split}|{evaluator.key}"
+    split, seed = cfg.evaluation.reference_split, cfg.evaluation.seed
+    identity = (
+        f"{ingested.dataset_identity}/{split}|{evaluator.key}|pr-seed={seed}|{REFERENCE_FORMAT}"
+    )
     rel = f"models/reference/{zlib.crc32(identity.encode()):08x}"
-    if storage.exists(rel, "stats.npz"):
-        cached = np.load(io.BytesIO(storage.read_bytes(rel, "stats.npz")))
-        if str(cached["identity"]) != identity:
-            raise ValueError(f"{storage.uri_for(rel)} holds statistics for {cached['identity']}")
-        names = [k.removeprefix("mu_") for k in cached.files if k.startswith("mu_")]
-        stats = {n: FeatureStats(cached[f"mu_{n}"], cached[f"sigma_{n}"]) for n in names}
-        pool = cached["pr_features"] if "pr_features" in cached.files else None
-    else:
-        features = collect_features(
-            image_dataset(ingested, cfg, split), cfg, evaluator, storage, cfg.evaluation.batch_size
-        )
-        names = ["pool", "spatial"] if evaluator.kind == INCEPTION else ["proxy"]
-        stats = {n: FeatureStats.from_features(features[n]) for n in names}
-        pr_name = "pool" if evaluator.kind == INCEPTION else "proxy"
-        pool = features[pr_name][:PR_REFERENCE_IMAGES].astype(np.float32)
-        arrays = {"identity": np.array(identity), "pr_features": pool}
-        for n, s in stats.items():
-            arrays[f"mu_{n}"], arrays[f"sigma_{n}"] = s.mu, s.sigma
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        storage.write_bytes(buffer.getvalue(), rel, "stats.npz")
-    if cfg.evaluation.reference_stats:
-        from workloads.metrics.reference import load_reference_npz
+    cached = _read_stats(storage, rel, identity)
+    if cached is not None:
+        return cached
+    features = collect_features(
+        image_dataset(ingested, cfg, split), cfg, evaluator, storage, cfg.evaluation.batch_size
+    )
+    names = ["pool", "spatial"] if evaluator.kind == INCEPTION else ["proxy"]
+    stats = {n: FeatureStats.from_features(features[n]) for n in names}
+    pool = features["pool" if evaluator.kind == INCEPTION else "proxy"]
+    rows = reference_rows(len(pool), min(len(pool), PR_IMAGES), seed)
+    pr = pool[rows].astype(np.float32)
+    _write_stats(storage, rel, identity, stats, pr)
+    return Reference(stats, pr, identity)
 
-        stats = {**stats, **load_reference_npz(Path(cfg.evaluation.reference_stats))}
-        identity = f"{Path(cfg.evaluation.reference_stats).name}|{evaluator.key}"
-    return Reference(stats, pool, identity)
+
+def adm_reference(cfg: ExperimentConfig, storage: Storage, evaluator: EvaluatorSpec) -> Reference:
+    """An ADM reference batch: its statistics as stored, evaluator features of its images."""
+    from workloads.metrics.inception import sha256_file
+    from workloads.metrics.names import PR_IMAGES, precision_recall_count
+    from workloads.metrics.reference import load_reference_batch
+
+    path = Path(cfg.evaluation.reference_stats).expanduser()
+    identity = f"adm:{path.name}#sha256:{sha256_file(path)[:16]}|{evaluator.key}|{REFERENCE_FORMAT}"
+    rel = f"models/reference/{zlib.crc32(identity.encode()):08x}"
+    cached = _read_stats(storage, rel, identity)
+    if cached is not None:
+        return cached
+    # ADM compares against all of arr_0 (10K images); the check asks for the P this run needs.
+    needed = precision_recall_count(cfg.evaluation.num_samples)
+    batch = load_reference_batch(path, needed, max_images=PR_IMAGES)
+    images = batch.images
+    # The evaluator actors read images from storage, as they read sample chunks.
+    chunk_rows = 500
+    chunks = []
+    for index, start in enumerate(range(0, len(images), chunk_rows)):
+        part = images[start : start + chunk_rows]
+        buffer = io.BytesIO()
+        np.savez(buffer, images=part, labels=np.zeros(len(part), np.int64))
+        storage.write_bytes(buffer.getvalue(), rel, "chunks", f"{index:05d}.npz")
+        chunks.append({"chunk": f"{rel}/chunks/{index:05d}.npz"})
+    features = collect_features(ray.data.from_items(chunks), cfg, evaluator, storage, batch_size=1)
+    pr = features["pool"].astype(np.float32)
+    _write_stats(storage, rel, identity, batch.stats, pr)
+    return Reference(batch.stats, pr, identity)
 
 
 def eval_spec(
@@ -392,16 +443,8 @@ def eval_spec(
 ) -> dict:
     from workloads.metrics.eval_spec import EvalSpec, EvaluatorIdentity
 
-    s = cfg.sampler
     spec = EvalSpec(
-        sampler={
-            "method": s.method,
-            "steps": s.num_steps,
-            "cfg_scale": s.cfg_scale,
-            "cfg_interval_start": s.cfg_interval_start,
-            "timestep_shift": s.timestep_shift,
-            "cfg_channels": s.cfg_channels,
-        },
+        sampler=cfg.sampler.to_dict(),
         num_samples=count,
         label_policy=cfg.evaluation.label_policy,
         reference_stats_id=reference.identity,
@@ -423,8 +466,8 @@ def evaluate_generator(
 ) -> dict:
     """Generate `evaluation.num_samples` samples (distributed, resumable) and score them."""
     from orchestrator.evaluation.generate import sample_grid
-    from workloads.metrics.eval_spec import metric_label
     from workloads.metrics.frechet import FeatureStats, frechet_distance
+    from workloads.metrics.names import metric_name
     from workloads.metrics.precision_recall import precision_recall
     from workloads.metrics.suite import inception_generation_metrics
 
@@ -444,21 +487,25 @@ def evaluate_generator(
     features = sample_features(cfg, storage, f"{rel}/samples", manifest, evaluator)
     count = len(features["label"])
     if evaluator.kind == INCEPTION:
-        raw = inception_generation_metrics(features, reference.stats, reference.pool_features)
-        metrics = {"gfid": raw["fid"], "inception_score": raw["is"]}
-        metrics.update({k: raw[k] for k in ("sfid", "precision", "recall") if k in raw})
-        labels = {"gfid": metric_label("fid", count), "sfid": metric_label("sfid", count)}
+        check_pr_reference(cfg, reference, count)
+        metrics = inception_generation_metrics(features, reference.stats, reference.pr_features)
     else:
         generated = features["proxy"]
+        pr_count = check_pr_reference(cfg, reference, count)
+        precision, recall = precision_recall(
+            reference.pr_features[:pr_count], generated[:pr_count].astype(np.float32)
+        )
         metrics = {
-            "fd_proxy": frechet_distance(
+            metric_name("fd_proxy", count): frechet_distance(
                 reference.stats["proxy"], FeatureStats.from_features(generated)
             ),
-            "class_consistency": float(np.mean(features["pred"] == features["label"])),
+            metric_name("class_consistency", count): float(
+                np.mean(features["pred"] == features["label"])
+            ),
+            metric_name("precision_proxy", pr_count): precision,
+            metric_name("recall_proxy", pr_count): recall,
         }
-        precision, recall = precision_recall(reference.pool_features, generated.astype(np.float32))
-        metrics.update(precision_proxy=precision, recall_proxy=recall)
-        labels = {"fd_proxy": metric_label("fd_proxy", count)}
+    labels = counted_labels(metrics)
     spec = eval_spec(cfg, count, reference, evaluator, manifest)
     images, sample_labels = first_samples(storage, rel, manifest, GRID_SAMPLES)
     grid = save_png(storage, sample_grid(images, sample_labels, nrow=8), rel, "samples.png")
@@ -473,6 +520,21 @@ def evaluate_generator(
     storage.write_json(summary, rel, "metrics.json")
     artifacts.mark_done(rel, summary)
     return summary
+
+
+def check_pr_reference(cfg: ExperimentConfig, reference: Reference, count: int) -> int:
+    """The precision/recall sample count P = min(N, 10K); the reference must hold P images."""
+    from workloads.metrics.names import precision_recall_count
+
+    pr_count = precision_recall_count(count)
+    if len(reference.pr_features) < pr_count:
+        ev = cfg.evaluation
+        source = ev.reference_stats or f"evaluation.reference_split `{ev.reference_split}`"
+        raise ValueError(
+            f"{source} holds {len(reference.pr_features):,} reference images, fewer than the "
+            f"{pr_count:,} precision/recall compares with {count:,} samples"
+        )
+    return pr_count
 
 
 def sample_features(

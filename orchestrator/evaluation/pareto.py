@@ -9,35 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# Direction of every metric the frontier may use: True = lower is better.
-LOWER_IS_BETTER = {
-    "rfid": True,
-    "rfd_proxy": True,
-    "psnr": False,
-    "ssim": False,
-    "lpips": True,
-    "gfid": True,
-    "sfid": True,
-    "fd_proxy": True,
-    "inception_score": False,
-    "class_consistency": False,
-    "precision": False,
-    "recall": False,
-    "density_cv": True,
-    "gini": True,
-    "norm_entropy": False,
-}
-
-PRETTY = {
-    "rfid": "rFID",
-    "rfd_proxy": "rFD-proxy",
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "lpips": "LPIPS",
-    "gfid": "gFID",
-    "fd_proxy": "FD-proxy",
-    "class_consistency": "class consistency",
-}
+from workloads.metrics.names import METRICS, axis_label, lower_is_better, parse_metric
 
 
 def dominates(a: Sequence[float], b: Sequence[float], lower: Sequence[bool]) -> bool:
@@ -69,19 +41,34 @@ class FrontierRow:
     metrics: dict[str, float]
 
 
+def _first_of(bases: Sequence[str], available: set[str]) -> str | None:
+    """The first available metric, in `bases` order, whose base name is one of `bases`."""
+    for base in bases:
+        for name in sorted(available):
+            if parse_metric(name)[0] == base:
+                return name
+    return None
+
+
 def frontier_axes(rows: Sequence[FrontierRow], x: str, y: str) -> tuple[str, str]:
-    """Resolve "auto" axes to the real Inception metrics when present, else the proxies."""
+    """Resolve "auto" axes (the real Inception metrics when present, else the proxies) and base
+    names (`fid` -> the `fid_<count>` the rows report); a metric the table lacks is refused."""
     available = set().union(*(r.metrics for r in rows)) if rows else set()
-    if x == "auto":
-        x = next((m for m in ("rfid", "rfd_proxy", "psnr") if m in available), "psnr")
-    if y == "auto":
-        y = next((m for m in ("gfid", "fd_proxy") if m in available), "fd_proxy")
-    return x, y
+
+    def pick(axis: str, auto: Sequence[str], fallback: str) -> str:
+        if axis == "auto":
+            return _first_of(auto, available) or fallback
+        if axis in METRICS and METRICS[axis].counted:
+            return _first_of([axis], available) or axis
+        lower_is_better(axis)  # KeyError for an unknown metric: never a silent guess
+        return axis
+
+    return pick(x, ("rfid", "rfd_proxy", "psnr"), "psnr"), pick(y, ("fid", "fd_proxy"), "fd_proxy")
 
 
 def mark_front(rows: Sequence[FrontierRow], x: str, y: str) -> list[bool]:
     coords = [(r.metrics.get(x, math.nan), r.metrics.get(y, math.nan)) for r in rows]
-    return pareto_mask(coords, (LOWER_IS_BETTER.get(x, True), LOWER_IS_BETTER.get(y, True)))
+    return pareto_mask(coords, (lower_is_better(x), lower_is_better(y)))
 
 
 def _columns(rows: Sequence[FrontierRow]) -> tuple[list[str], list[str]]:
@@ -148,12 +135,8 @@ def plot_frontier(
             ax.annotate(
                 row.label, (xs[i], ys[i]), textcoords="offset points", xytext=(5, 4), fontsize=7
             )
-    ax.set_xlabel(
-        f"{PRETTY.get(x, x)} ({'lower' if LOWER_IS_BETTER.get(x, True) else 'higher'} is better)"
-    )
-    ax.set_ylabel(
-        f"{PRETTY.get(y, y)} ({'lower' if LOWER_IS_BETTER.get(y, True) else 'higher'} is better)"
-    )
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, build_config, point_label
 from orchestrator.evaluation.pareto import (
-    LOWER_IS_BETTER,
     FrontierRow,
     frontier_axes,
     frontier_csv,
@@ -20,26 +19,14 @@ from orchestrator.evaluation.pareto import (
 )
 from orchestrator.storage.store import Storage
 from orchestrator.sweep.plan import table
+from workloads.metrics.names import METRICS, axis_label, is_known, parse_metric
 
 PARAM_COLUMNS = ("d", "vf", "m1", "m2", "vf_weight")
-# Table order: reconstruction first, then generation, then the latent-space proxies.
-METRIC_ORDER = (
-    "rfid",
-    "rfd_proxy",
-    "psnr",
-    "ssim",
-    "lpips",
-    "gfid",
-    "fd_proxy",
-    "sfid",
-    "inception_score",
-    "precision",
-    "recall",
-    "class_consistency",
-    "density_cv",
-    "gini",
-    "norm_entropy",
-)
+
+
+def metric_order(name: str) -> int:
+    """Column position: the table's order (reconstruction, generation, latent-space proxies)."""
+    return list(METRICS).index(parse_metric(name)[0])
 
 
 @dataclass(frozen=True)
@@ -81,7 +68,8 @@ def collect_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> list[Frontier
         if result.error is not None or "point_done" not in metrics:
             continue
         cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
-        values = {k: float(metrics[k]) for k in METRIC_ORDER if k in metrics}
+        # Every metric of the table (timings and bookkeeping keys are not frontier columns).
+        values = {k: float(v) for k, v in metrics.items() if is_known(k)}
         rows.append(FrontierRow(point_label(cfg), frontier_params(cfg), values))
     return sorted(rows, key=lambda r: tuple(str(r.params.get(k)).zfill(8) for k in PARAM_COLUMNS))
 
@@ -103,10 +91,9 @@ def write_frontier(sweep, ctx, storage: Storage, run_name: str, grid, client) ->
     rows = collect_rows(sweep, ctx.cli_overrides, grid)
     x, y = frontier_axes(rows, sweep.frontier.x, sweep.frontier.y)
     front = mark_front(rows, x, y)
-    present = [m for m in METRIC_ORDER if any(m in r.metrics for r in rows)]
+    present = sorted({m for r in rows for m in r.metrics}, key=metric_order)
     markdown = (
-        f"# Frontier of `{sweep.name}`\n\nx = {x} ({'lower' if LOWER_IS_BETTER.get(x, True) else 'higher'}"
-        f" is better), y = {y} (lower is better)\n\n"
+        f"# Frontier of `{sweep.name}`\n\nx = `{x}`: {axis_label(x)}; y = `{y}`: {axis_label(y)}\n\n"
         + frontier_markdown(rows, front, [*PARAM_COLUMNS, *present])
     )
     with tempfile.TemporaryDirectory() as tmp:

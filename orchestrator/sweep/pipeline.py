@@ -166,7 +166,8 @@ def run_point(
                 cfg, storage, shared.ingested, tokenizer_weights, shared.evaluator
             )
         logger.log_metrics(recon["metrics"])
-        log_stored_file(logger, storage, recon["grid"], "tokenizer")
+        if cfg.tracking.log_images:
+            log_stored_file(logger, storage, recon["grid"], "tokenizer")
         log_json(logger, recon["spec"], "tokenizer_eval_spec.json", "tokenizer")
 
         manifest = None
@@ -185,7 +186,9 @@ def run_point(
                 # A generator from outside brings its latent statistics: no cache, no training.
                 latent_stats = import_generator(cfg, storage)
             else:
-                latent_stats = manifest.latent_stats(cfg.generator.latent_multiplier).to_dict()
+                latent_stats = manifest.latent_stats(
+                    cfg.generator.latent_multiplier, cfg.generator.latent_norm
+                ).to_dict()
                 for step in intermediate_steps(cfg) if on_intermediate is not None else []:
                     metrics = generator_round(
                         cfg, storage, shared, manifest, step, tokenizer_weights, latent_stats, train
@@ -210,7 +213,8 @@ def run_point(
         logger.set_tags(
             {f"ldm.label.{k}": v for k, v in {**recon["labels"], **gen["labels"]}.items()}
         )
-        log_stored_file(logger, storage, gen["grid"], "generator")
+        if cfg.tracking.log_images:
+            log_stored_file(logger, storage, gen["grid"], "generator")
         log_json(logger, gen["spec"], "eval_spec.json", "generator")
     except BaseException:
         progress.post(name, state="failed")

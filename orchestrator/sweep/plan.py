@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, SweepPoint, latent_grid
-from orchestrator.evaluation.naming import generation_metric_label
+from orchestrator.evaluation.naming import generation_metric_label, reported_metrics
 
 
 def training_length(steps: int | None, epochs: float | None) -> str:
@@ -117,6 +117,7 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         lines.append(table(HEADERS, [point_row(p) for p in points]))
         if sweep.search.points:
             lines += point_changes(points)
+        lines.extend(metrics_lines(points))
         first = points[0].config
         lines.append(f"storage: {first.storage}   dataset: {dataset_summary(first)}")
         lines.extend(pretrained_files(points))
@@ -173,6 +174,19 @@ def point_changes(points: list[SweepPoint]) -> list[str]:
         lines.append(f"  {point.index}: {text or '(base)'}")
         previous = point.overrides
     return lines
+
+
+def metrics_lines(points: list[SweepPoint]) -> list[str]:
+    """The metrics each point reports, named as MLflow, the CSV and the chart receive them."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for point in points:
+        groups.setdefault(reported_metrics(point.config), []).append(point.index)
+    if len(groups) == 1:
+        return [f"metrics (every point): {', '.join(next(iter(groups)))}"]
+    return [
+        f"metrics (points {', '.join(map(str, indices))}): {', '.join(names)}"
+        for names, indices in groups.items()
+    ]
 
 
 def dataset_summary(cfg: ExperimentConfig) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import (
+    ExperimentConfig,
     SweepConfig,
     SweepPoint,
     build_config,
@@ -27,6 +28,7 @@ from orchestrator.config import (
     to_dict,
 )
 from orchestrator.config.loading import ConfigError, from_dict
+from orchestrator.evaluation.naming import resolve_metric
 from orchestrator.evaluation.report import trial_overrides, write_frontier
 from orchestrator.storage.store import Storage
 from orchestrator.sweep.rerun import TUNE_DIR, check_rerun, sweep_settings
@@ -441,7 +443,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
         )
         num_samples = 1
     else:
-        search_alg, space = optuna_search(sweep)
+        search_alg, space = optuna_search(sweep, base)
         param_space["overrides"] = space
         num_samples = sweep.search.optuna.num_samples
     if sweep.search.scheduler.type == "asha":
@@ -481,7 +483,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
     )
 
 
-def optuna_search(sweep: SweepConfig):
+def optuna_search(sweep: SweepConfig, base: ExperimentConfig):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -496,5 +498,7 @@ def optuna_search(sweep: SweepConfig):
     space = {key: makers[spec["type"]](spec) for key, spec in opt.space.items()}
     # Always lists, even for one metric: OptunaSearch then takes only the final result (a
     # single metric would make it read that metric from every intermediate result too).
-    searcher = OptunaSearch(metric=list(opt.metrics), mode=list(opt.modes), seed=opt.seed)
+    # `fid` -> `fid_10k`: objectives may name a metric without its count (see `resolve_metric`).
+    metrics = [resolve_metric(name, base) for name in opt.metrics]
+    searcher = OptunaSearch(metric=metrics, mode=list(opt.modes), seed=opt.seed)
     return ConcurrencyLimiter(searcher, max_concurrent=2), space

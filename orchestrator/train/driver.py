@@ -130,7 +130,7 @@ def train_generator(
         keys.tokenizer, storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
     )
     stream = latent_stream(manifest, expected_tokenizer, cfg.seed)
-    stats = manifest.latent_stats(cfg.generator.latent_multiplier)
+    stats = manifest.latent_stats(cfg.generator.latent_multiplier, cfg.generator.latent_norm)
     return fit_stage(
         cfg,
         storage,

@@ -12,27 +12,10 @@ import hashlib
 import json
 import re
 
-LABEL_POLICIES = ("uniform", "balanced")
-# Key names follow LightningDiT's configs so stored specs map onto the paper's settings.
-SAMPLER_KEYS = (
-    "method",
-    "steps",
-    "cfg_scale",
-    "cfg_interval_start",
-    "timestep_shift",
-    "cfg_channels",
-)
+from workloads.metrics.names import METRICS
+from workloads.sampler_spec import SamplerSpec
 
-_DISPLAY_NAMES = {
-    "fid": "FID",
-    "sfid": "sFID",
-    "is": "IS",
-    "precision": "Precision",
-    "recall": "Recall",
-    "fd_dinov2": "FD_DINOv2",
-    "fd_proxy": "FD-proxy",
-    "class_consistency": "ClassConsistency",
-}
+LABEL_POLICIES = ("uniform", "balanced")
 _LABEL_PATTERN = re.compile(r"^(?P<name>.+)-(?P<count>\d+)(?P<thousands>K?)$")
 
 
@@ -65,9 +48,8 @@ class EvalSpec:
     seeds: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [key for key in SAMPLER_KEYS if key not in self.sampler]
-        if missing:
-            raise ValueError(f"sampler spec lacks {missing}; required keys: {SAMPLER_KEYS}")
+        # The sampler settings are a `SamplerSpec` (one definition): unknown or invalid fields fail.
+        SamplerSpec.from_dict(self.sampler)
         if self.label_policy not in LABEL_POLICIES:
             raise ValueError(
                 f"label_policy must be one of {LABEL_POLICIES}, got {self.label_policy!r}"
@@ -104,7 +86,8 @@ def _count_suffix(num_samples: int) -> str:
 def metric_label(metric: str, num_samples: int) -> str:
     """``metric_label("fid", 50_000) == "FID-50K"``; counts round *down* to thousands, so 49,999
     samples give ``FID-49K`` and a FID-50K label can never be earned by rounding."""
-    return f"{_DISPLAY_NAMES.get(metric.lower(), metric)}-{_count_suffix(num_samples)}"
+    info = METRICS.get(metric.lower())
+    return f"{info.display if info else metric}-{_count_suffix(num_samples)}"
 
 
 def require_label(label: str, num_samples: int) -> None:

@@ -7,9 +7,11 @@ Names map onto ADM's reference batches: ``pool`` <-> ``mu``/``sigma`` (pool3, FI
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -37,27 +39,72 @@ def _stats_from_npz(data: Mapping[str, np.ndarray]) -> dict[str, FeatureStats]:
     return stats
 
 
-def load_reference_npz(
-    path: Path,
-    extract_fn: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None,
-) -> dict[str, FeatureStats]:
-    """Load ``mu``/``sigma`` (and ``mu_s``/``sigma_s``) from an ADM-style reference ``.npz``.
+@dataclasses.dataclass(frozen=True)
+class ReferenceBatch:
+    """What an ADM reference batch (e.g. ``VIRTUAL_imagenet256_labeled.npz``) holds.
 
-    ADM also ships plain image batches (``arr_0``: N x H x W x 3 uint8); for those, `extract_fn`
-    maps the images to named feature arrays and the statistics are computed here.
+    ``stats``: ``pool`` (``mu``/``sigma``, FID) and ``spatial`` (``mu_s``/``sigma_s``, sFID) as
+    stored, computed by ADM over the whole dataset; ``images``: ``arr_0``, the 10K random images
+    ADM's precision/recall compares against (N x H x W x 3 uint8).
     """
+
+    stats: dict[str, FeatureStats]
+    images: np.ndarray
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Array name -> shape of an ``.npz``, read from the .npy headers (nothing is loaded)."""
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as file:
+                major, _ = np.lib.format.read_magic(file)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if major == 1
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, _ = read_header(file)
+            shapes[member.removesuffix(".npy")] = shape
+    return shapes
+
+
+def check_reference_batch(path: Path, num_images: int) -> None:
+    """One-line ValueError naming `path` and what is missing, unless it is an ADM reference batch
+    with ``mu``/``sigma``, ``mu_s``/``sigma_s`` and ``arr_0`` holding at
+    least `num_images` images (the precision/recall reference)."""
+    try:
+        shapes = _npz_shapes(Path(path))
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        raise ValueError(f"{path}: not a readable .npz reference batch ({error})") from None
+    has = ", ".join(sorted(shapes)) or "no arrays"
+    missing = [key for key in ("arr_0", "mu", "sigma", "mu_s", "sigma_s") if key not in shapes]
+    if missing:
+        raise ValueError(
+            f"{path}: not an ADM reference batch: lacks {', '.join(missing)} (arr_0 = reference "
+            f"images, mu/sigma = FID statistics, mu_s/sigma_s = sFID statistics); has {has}"
+        )
+    images = shapes["arr_0"]
+    if len(images) != 4 or images[-1] != 3:
+        raise ValueError(f"{path}: arr_0 has shape {images}, not N x H x W x 3 images")
+    if images[0] < num_images:
+        raise ValueError(
+            f"{path}: arr_0 holds {images[0]:,} images, fewer than the {num_images:,} reference "
+            "images precision/recall compares against"
+        )
+
+
+def load_reference_batch(
+    path: Path, num_images: int, max_images: int | None = None
+) -> ReferenceBatch:
+    """The statistics and images of an ADM reference batch that holds at least `num_images`
+    images (checked first); at most the first `max_images` images are read into memory."""
+    check_reference_batch(path, num_images)
     with np.load(path) as data:
-        stats = _stats_from_npz(data)
-        if stats:
-            return stats
-        if "arr_0" not in data:
-            raise ValueError(f"{path} has neither mu/sigma nor arr_0 (keys: {sorted(data.keys())})")
-        if extract_fn is None:
-            raise ValueError(
-                f"{path} holds raw images (arr_0); pass extract_fn to compute statistics"
-            )
-        images = data["arr_0"]
-    return {name: FeatureStats.from_features(f) for name, f in extract_fn(images).items()}
+        images = data["arr_0"] if max_images is None else data["arr_0"][:max_images]
+        return ReferenceBatch(stats=_stats_from_npz(data), images=images)
 
 
 def save_reference_npz(path: Path, stats: Mapping[str, FeatureStats], cache_key: str = "") -> None:

@@ -1,4 +1,4 @@
-"""The ADM evaluator's metric set (FID, sFID, IS, precision, recall) from Inception features."""
+"""The ADM evaluator's metric set (FID, sFID, IS, precision, recall), named with sample counts."""
 
 from __future__ import annotations
 
@@ -8,30 +8,42 @@ import numpy as np
 
 from workloads.metrics.frechet import FeatureStats, frechet_distance
 from workloads.metrics.inception_score import inception_score
+from workloads.metrics.names import metric_name, precision_recall_count
 from workloads.metrics.precision_recall import precision_recall
 
 
 def inception_generation_metrics(
     generated: Mapping[str, np.ndarray],
     reference: Mapping[str, FeatureStats],
-    reference_pool_features: np.ndarray | None = None,
-    inception_score_splits: int = 10,
+    reference_pool_features: np.ndarray,
 ) -> dict[str, float]:
-    """Metrics of generated samples against a reference.
+    """``fid_<N>``, ``sfid_<N>``, ``is_<N>``, ``precision_<P>``, ``recall_<P>`` of N samples.
 
     `generated`: ``InceptionFeatures.extract`` output (``pool``, ``logits``, ``spatial``).
     `reference`: statistics by name; ``spatial`` is optional (sFID is skipped without it).
-    `reference_pool_features`: raw reference pool3 features; precision/recall need the points
-    themselves, not just their statistics (ADM recomputes them from the batch's ``arr_0``).
+    `reference_pool_features`: pool3 features of a random reference subset, at least P rows
+    (P = min(N, 10K)); its first P rows are compared with the first P samples.
     """
+    count = len(generated["pool"])
     metrics = {
-        "fid": frechet_distance(reference["pool"], FeatureStats.from_features(generated["pool"])),
-        "is": inception_score(generated["logits"], inception_score_splits)[0],
+        metric_name("fid", count): frechet_distance(
+            reference["pool"], FeatureStats.from_features(generated["pool"])
+        ),
+        metric_name("is", count): inception_score(generated["logits"])[0],
     }
     if "spatial" in reference:
         generated_spatial = FeatureStats.from_features(generated["spatial"])
-        metrics["sfid"] = frechet_distance(reference["spatial"], generated_spatial)
-    if reference_pool_features is not None:
-        precision, recall = precision_recall(reference_pool_features, generated["pool"])
-        metrics.update(precision=precision, recall=recall)
+        metrics[metric_name("sfid", count)] = frechet_distance(
+            reference["spatial"], generated_spatial
+        )
+    pr_count = precision_recall_count(count)
+    if len(reference_pool_features) < pr_count:
+        raise ValueError(
+            f"precision/recall needs {pr_count:,} reference images, got {len(reference_pool_features):,}"
+        )
+    precision, recall = precision_recall(
+        reference_pool_features[:pr_count], generated["pool"][:pr_count]
+    )
+    metrics[metric_name("precision", pr_count)] = precision
+    metrics[metric_name("recall", pr_count)] = recall
     return metrics
