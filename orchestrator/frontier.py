@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             check_inputs(configs)
         from orchestrator.sweep.preflight import preflight
 
-        preflight(configs)
+        notes = preflight(configs, dry_run=args.dry_run)
     except ConfigError as err:
         # An error that names the space file already is not prefixed with it a second time.
         where = "" if path is not None and str(path) in str(err) else f"{args.space}: "
@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
 
     print(format_plan(sweep, points, Path(path)))
+    for note in notes:
+        print(note)
     if args.dry_run:
         return 0
     from orchestrator.data.sources import SourceError

@@ -199,13 +199,21 @@ def check_tracking(uri: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-def preflight(configs: Iterable[ExperimentConfig]) -> None:
-    """Every distinct dataset, storage and tracking target of the sweep's points, once each."""
+def preflight(configs: Iterable[ExperimentConfig], dry_run: bool = False) -> list[str]:
+    """Every distinct dataset, storage and tracking target of the sweep's points, once each.
+
+    A dry run may plan a space away from its data (the shipped paper spaces leave
+    `dataset.root` unset): there an unset root is returned as a note instead of refused; what is
+    set is checked as for a run. Returns the notes to print under the plan."""
     configs = list(configs)
+    notes: list[str] = []
     seen: set[object] = set()
     for cfg in configs:
         if cfg.dataset not in seen:
             seen.add(cfg.dataset)
+            if dry_run and cfg.dataset.root is None and cfg.dataset.source != "embedded":
+                notes.append("preflight: dataset.root not set (a run needs --data-root)")
+                continue
             DATASET_CHECKS[cfg.dataset.source](cfg)
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     for cfg in {(c.storage, c.tracking.tracking_uri or env_uri): c for c in configs}.values():
@@ -219,3 +227,4 @@ def preflight(configs: Iterable[ExperimentConfig]) -> None:
         check_storage(uri)
     for uri in dict.fromkeys(c.tracking.tracking_uri or env_uri for c in configs):
         check_tracking(uri)
+    return notes
