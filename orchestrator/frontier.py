@@ -144,7 +144,9 @@ def parse_value(key: str, raw: str) -> object:
     try:
         # Strict: `--set a.b={x: 1, x: 2}` is refused like a duplicate key in a sweep file.
         return yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except (yaml.YAMLError, DuplicateKeyError) as err:
+    except DuplicateKeyError as err:
+        raise ConfigError(f"--set {key}", str(err)) from None
+    except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"--set {key}", f"malformed value {raw!r} ({problem})") from None
 

@@ -56,8 +56,6 @@ class SamplerSpec:
             raise ValueError(
                 f"cfg_channels must be a positive int or None, got {self.cfg_channels!r}"
             )
-        if self.method == "ddpm" and (self.timestep_shift or self.cfg_interval_start):
-            raise ValueError("ddpm has no time grid: timestep_shift and cfg_interval_start are 0")
         if not (self.atol > 0 and self.rtol > 0):
             raise ValueError(f"atol and rtol must be positive, got {self.atol}, {self.rtol}")
 
