@@ -106,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from orchestrator.sweep.tune import run_sweep
 
-    return run_sweep(sweep, points, overrides, resume=args.resume)
+    try:
+        return run_sweep(sweep, points, overrides, resume=args.resume)
+    except ConfigError as err:  # the cluster cannot run it (sweep/resources.py)
+        print(f"error: {args.space}: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

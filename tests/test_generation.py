@@ -131,7 +131,8 @@ def setup(tmp_path_factory):
                 seed=3,
                 label_policy="balanced",
             ),
-            resources=replace(base.resources, cpus_per_worker=1.0),
+            # A share of two actors, so the two-worker run below gets both.
+            resources=replace(base.resources, cpus_per_worker=1.0, generator_workers=2),
             storage=str(root / "storage"),
         )
     )

@@ -33,8 +33,8 @@ class EvaluatorSpec:
     weights: str
     identity: dict
 
-    def build(self) -> FeatureFn:
-        return FeatureFn(self)
+    def build(self, device: torch.device | str = "cpu") -> FeatureFn:
+        return FeatureFn(self, device)
 
     @property
     def key(self) -> str:
@@ -45,8 +45,11 @@ class EvaluatorSpec:
 class FeatureFn:
     """uint8 NHWC images -> named feature arrays (`pool`, `logits`, `spatial` or `proxy`, `pred`)."""
 
-    def __init__(self, spec: EvaluatorSpec):
+    def __init__(self, spec: EvaluatorSpec, device: torch.device | str = "cpu"):
         self.spec = spec
+        # The network runs where its actor's resources are (the actor's GPU on a GPU cluster);
+        # images arrive as host arrays and features leave as host arrays.
+        self.device = torch.device(device)
         if spec.kind == INCEPTION:
             from workloads.metrics.inception import InceptionFeatures
 
@@ -55,22 +58,23 @@ class FeatureFn:
             from workloads.metrics.proxy import load_proxy
 
             self.network = load_proxy(Path(spec.weights)).model
+        self.network.to(device)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
         if self.spec.kind == INCEPTION:
             out = self.network(x)
             return {
-                "pool": out.pool.double().numpy(),
-                "logits": out.logits.double().numpy(),
-                "spatial": out.spatial.double().numpy(),
+                "pool": out.pool.double().cpu().numpy(),
+                "logits": out.logits.double().cpu().numpy(),
+                "spatial": out.spatial.double().cpu().numpy(),
             }
         x = x.float() / 127.5 - 1.0
         features = self.network.features(x)
         return {
-            "proxy": features.double().numpy(),
-            "pred": self.network.head(features).argmax(dim=1).numpy(),
+            "proxy": features.double().cpu().numpy(),
+            "pred": self.network.head(features).argmax(dim=1).cpu().numpy(),
         }
 
 

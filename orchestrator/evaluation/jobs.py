@@ -17,13 +17,14 @@ import numpy as np
 import ray
 import torch
 
-from orchestrator.config import ExperimentConfig, stage_keys
+from orchestrator.config import ExperimentConfig, point_label, stage_keys
 from orchestrator.evaluation.evaluators import INCEPTION, EvaluatorSpec
 from orchestrator.evaluation.generate import generate_samples
 from orchestrator.evaluation.naming import reports_lpips
 from orchestrator.storage.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.storage.models import autoencoder_kwargs, read_weights
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import resources
 
 # ADM compares samples against a 10K-image reference batch for precision/recall.
 PR_REFERENCE_IMAGES = 10_000
@@ -31,23 +32,12 @@ GRID_IMAGES = 8
 GRID_SAMPLES = 64
 
 
-def use_gpu(cfg: ExperimentConfig) -> bool:
-    if cfg.resources.use_gpu == "no":
-        return False
-    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    if cfg.resources.use_gpu == "yes" and not has_gpus:
-        raise RuntimeError("resources.use_gpu is `yes` but the Ray cluster has no GPUs")
-    return has_gpus
-
-
-def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict]:
-    """Actors per GPU, or `evaluation.num_workers` CPU actors (default 1)."""
-    gpu = use_gpu(cfg)
-    if gpu:
-        size = cfg.evaluation.num_workers or int(ray.cluster_resources().get("GPU", 1))
-        return ray.data.ActorPoolStrategy(size=size), {"num_gpus": 1}
-    size = cfg.evaluation.num_workers or 1
-    return ray.data.ActorPoolStrategy(size=size), {"num_cpus": cfg.resources.cpus_per_worker}
+def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict, dict]:
+    """(pool strategy, per-actor Ray resources, actor plan) of an evaluation stage: at most the
+    trial's share of actors (`evaluation.num_workers`, default the whole share)."""
+    chosen = resources.pool(cfg, cfg.evaluation.num_workers)
+    actor = {"threads": chosen.threads, "device": chosen.device, "point": point_label(cfg)}
+    return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor
 
 
 def image_seed(seed: int, image_id: str) -> np.random.Generator:
@@ -73,11 +63,12 @@ class ReconstructionScorer:
         from workloads.vavae import LPIPS, AutoencoderKL, load_autoencoder_weights
 
         torch.set_num_threads(plan["threads"])
-        self.device = torch.device("cuda" if plan["gpu"] else "cpu")
+        resources.record_placement("tokenizer eval actor", plan["point"])
+        self.device = torch.device(plan["device"])
         self.tokenizer = AutoencoderKL(**plan["autoencoder"])
         load_autoencoder_weights(self.tokenizer, ray.get(plan["weights"]))
         self.tokenizer.to(self.device).eval()
-        self.features = EvaluatorSpec(**plan["evaluator"]).build()
+        self.features = EvaluatorSpec(**plan["evaluator"]).build(self.device)
         self.lpips = None
         if plan["lpips"]:
             weights, backbone = plan["lpips"]
@@ -168,9 +159,9 @@ def evaluate_tokenizer(
         return artifacts.read_done(rel)
     ev = cfg.evaluation
     tensors, sha = read_weights(tokenizer_weights)
+    compute, ray_args, actor = actor_pool(cfg)
     plan = {
-        "threads": max(1, int(cfg.resources.cpus_per_worker)),
-        "gpu": use_gpu(cfg),
+        **actor,
         "autoencoder": autoencoder_kwargs(cfg),
         "weights": ray.put(tensors),
         "evaluator": evaluator.__dict__,
@@ -179,7 +170,6 @@ def evaluate_tokenizer(
         "grid": (cfg.dataset.resolution // cfg.tokenizer.arch.downsample_factor,) * 2,
         "seed": ev.seed,
     }
-    compute, resources = actor_pool(cfg)
     dataset = image_dataset(ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images)
     scored = dataset.map_batches(
         ReconstructionScorer,
@@ -187,7 +177,7 @@ def evaluate_tokenizer(
         batch_size=ev.batch_size,
         compute=compute,
         batch_format="numpy",
-        **resources,
+        **ray_args,
     )
     columns: dict[str, list[np.ndarray]] = {}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
@@ -290,7 +280,8 @@ class FeatureScorer:
 
     def __init__(self, plan: dict):
         torch.set_num_threads(plan["threads"])
-        self.features = EvaluatorSpec(**plan["evaluator"]).build()
+        resources.record_placement("feature actor", plan["point"])
+        self.features = EvaluatorSpec(**plan["evaluator"]).build(torch.device(plan["device"]))
         self.storage = Storage.from_uri(plan["storage"]) if plan.get("storage") else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -311,9 +302,9 @@ def collect_features(
     storage: Storage,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
-    compute, resources = actor_pool(cfg)
+    compute, ray_args, actor = actor_pool(cfg)
     plan = {
-        "threads": max(1, int(cfg.resources.cpus_per_worker)),
+        **actor,
         "evaluator": evaluator.__dict__,
         "storage": storage.uri,
     }
@@ -323,7 +314,7 @@ def collect_features(
         batch_size=batch_size,
         compute=compute,
         batch_format="numpy",
-        **resources,
+        **ray_args,
     )
     columns: dict[str, list[np.ndarray]] = {}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):

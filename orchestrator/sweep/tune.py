@@ -48,6 +48,9 @@ class SweepContext:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    # Resolved once per sweep on the driver (sweep/resources.py) and handed to every stage.
+    use_gpu: bool
+    concurrency: int
 
     def sweep_config(self) -> SweepConfig:
         return from_dict(SweepConfig, self.sweep)
@@ -113,11 +116,12 @@ def run_trial(trial_config: dict) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.sweep import pipeline
+    from orchestrator.sweep import pipeline, resources
 
     ctx = SweepContext(**trial_config["ctx"])
     overrides = trial_overrides(trial_config)
     cfg = build_config(ctx.sweep_config(), overrides, ctx.cli_overrides)
+    cfg = resources.with_resolved_gpu(cfg, ctx.use_gpu)
     keys = stage_keys(cfg)
     label = point_label(cfg)
     client = MlflowClient(ctx.tracking_uri)
@@ -126,6 +130,7 @@ def run_trial(trial_config: dict) -> None:
     mlflow.set_tracking_uri(ctx.tracking_uri)
     system_metrics = cfg.tracking.system_metrics
     # An active fluent run in this process is what MLflow's system-metrics sampler attaches to.
+    resources.record_placement("trial", label, phase="start")
     with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics):
         metrics = pipeline.run_point(
             cfg,
@@ -135,6 +140,7 @@ def run_trial(trial_config: dict) -> None:
             callbacks=[TuneReportCallback()],
             on_intermediate=tune.report,
         )
+    resources.record_placement("trial", label, phase="end")
     tune.report({**metrics, "point_done": 1})
 
 
@@ -226,10 +232,23 @@ def run_sweep(
     sweep: SweepConfig, points: list[SweepPoint], cli_overrides: dict, *, resume: bool = True
 ) -> int:
     """Run every point of `sweep` (resuming a previous run of the same name), then chart the
-    frontier; returns the process exit status (1 when a trial failed)."""
+    frontier; returns the process exit status (1 when a trial failed).
+
+    Raises `ConfigError` (exit 2) before anything is written when the cluster cannot run the
+    sweep: `use_gpu: yes` without GPUs, or one trial larger than the whole cluster."""
+    import ray
     from mlflow import MlflowClient
 
+    from orchestrator.sweep import resources
+
     base = build_config(sweep, {}, cli_overrides)
+    init_ray()
+    use_gpu = resources.resolve_use_gpu(base, say=sys.stdout)
+    cluster = ray.cluster_resources()
+    # Every point's trial must fit; the largest sets how many run at once.
+    concurrency = min(
+        resources.concurrent_trials(p.config, use_gpu, cluster) for p in points or [base]
+    )
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep_dir = storage.local_path("sweeps", run_name) if storage.is_local else None
@@ -247,7 +266,20 @@ def run_sweep(
     )
     parent_id = find_or_create_parent(client, experiment_id, sweep, run_name, resume)
     ctx = SweepContext(
-        to_dict(sweep), cli_overrides, storage.uri, tracking_uri, experiment_id, parent_id
+        to_dict(sweep),
+        cli_overrides,
+        storage.uri,
+        tracking_uri,
+        experiment_id,
+        parent_id,
+        use_gpu,
+        concurrency,
+    )
+    log.info(
+        "resources: use_gpu resolved to %s; %d trial(s) at once on %s",
+        use_gpu,
+        concurrency,
+        {k: v for k, v in cluster.items() if k in ("CPU", "GPU")},
     )
     with console_to(log_file) as terminal:
         try:
@@ -322,7 +354,6 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
     # rounds and the final metrics. Only the last carries the searcher's metrics, which Tune's
     # strict check would demand of every result.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    init_ray()
     create_lock_table()
     board = create_board(planned_trials(sweep, points))
     print("preparing the shared inputs: ingest, stand-in ViT, evaluator", file=terminal)
@@ -350,7 +381,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
         )
         num_samples = 1
     else:
-        search_alg, space = optuna_search(sweep)
+        search_alg, space = optuna_search(sweep, ctx.concurrency)
         param_space["overrides"] = space
         num_samples = sweep.search.optuna.num_samples
     if sweep.search.scheduler.type == "asha":
@@ -373,7 +404,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
         param_space=param_space,
         tune_config=tune.TuneConfig(
             num_samples=num_samples,
-            max_concurrent_trials=base.resources.max_concurrent_trials,
+            max_concurrent_trials=ctx.concurrency,
             search_alg=search_alg,
             scheduler=scheduler,
         ),
@@ -386,7 +417,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
     )
 
 
-def optuna_search(sweep: SweepConfig):
+def optuna_search(sweep: SweepConfig, concurrency: int):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -402,4 +433,5 @@ def optuna_search(sweep: SweepConfig):
     # Always lists, even for one metric: OptunaSearch then takes only the final result (a
     # single metric would make it read that metric from every intermediate result too).
     searcher = OptunaSearch(metric=list(opt.metrics), mode=list(opt.modes), seed=opt.seed)
-    return ConcurrencyLimiter(searcher, max_concurrent=2), space
+    # As many open suggestions as trials run at once: Optuna learns from finished trials only.
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency), space

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 import ray
 import ray.train
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train.torch import TorchConfig, TorchTrainer
 
 from orchestrator.config import ExperimentConfig, stage_keys, to_dict
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import resources as policy
 from orchestrator.train.guard import NonFiniteError
 from orchestrator.train.hooks import DebugHooks
 from orchestrator.train.inputs import (
     check_tokenizer_training,
     foundation_weights,
     perceptual_loss_weights,
-    use_gpu,
 )
 from orchestrator.train.loop import train_loop_per_worker
 from orchestrator.train.plan import (
@@ -271,8 +271,9 @@ def fit_stage(
         progress=progress,
         stop_after_step=stop_after_step,
     )
-    gpu = use_gpu(resources.use_gpu)
-    per_worker = {"CPU": resources.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+    # The trial's share (`sweep/resources.py`): one slot per worker; never a GPU the cluster
+    # lacks (a Train run waiting for unsatisfiable resources retries forever instead of failing).
+    share = policy.share(cfg)
     options = DataConfig.default_ingest_options()
     # Deterministic block-to-rank assignment, hence a reproducible data order on resume.
     options.preserve_order = True
@@ -280,8 +281,10 @@ def fit_stage(
         train_loop_per_worker,
         train_loop_config=plan.to_dict(),
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=gpu, resources_per_worker=per_worker
+            num_workers=num_workers, use_gpu=share.gpu, resources_per_worker=share.per_slot()
         ),
+        # Simulated GPUs compute on the CPU, where NCCL cannot run.
+        torch_config=TorchConfig(backend="gloo") if policy.simulated() else None,
         run_config=RunConfig(
             name=rel.split("/", 1)[1],
             storage_path=storage.uri_for(RUN_ROOTS[workload]),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ray
-
 from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
@@ -57,12 +55,3 @@ def check_tokenizer_training(cfg: ExperimentConfig) -> None:
             "tokenizer.training.activation_checkpointing: the VA-VAE model has no checkpointed "
             "blocks; set it to false"
         )
-
-
-def use_gpu(setting: str) -> bool:
-    """`auto`: GPUs when the cluster has them. Never asks for GPUs the cluster lacks: a Train
-    run waiting for unsatisfiable resources retries forever instead of failing."""
-    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    if setting == "yes" and not has_gpus:
-        raise RuntimeError("resources.use_gpu is `yes` but the Ray cluster has no GPUs")
-    return has_gpus and setting != "no"

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from orchestrator.sweep import progress
+from orchestrator.sweep import resources as policy
 from orchestrator.sweep.tracking import RunLogger
 from orchestrator.train.batches import optimizer_steps
 from orchestrator.train.engine import (
@@ -120,7 +121,9 @@ def train_loop_per_worker(config: dict) -> dict:
     hooks = plan.hooks()
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    policy.record_placement(f"{plan.workload} worker", plan.progress, rank=rank)
+    # The worker's GPU (Ray sets CUDA_VISIBLE_DEVICES), or the CPU when GPUs are simulated.
+    device = torch.device("cpu") if policy.simulated() else ray.train.torch.get_device()
     workload = make_workload(plan, device, rank)
     logger = RunLogger.from_dict(plan.run_ref if rank == 0 else None, prefix=f"{plan.workload}/")
     stage_lengths = [stage.steps for stage in plan.stages]
