@@ -177,7 +177,7 @@ def _encode_shards(
 ) -> None:
     descriptors = shard_descriptors(index, pending)
     # At most the trial's share of actors (`cache.num_actors`, default the whole share).
-    chosen = resources.pool(cfg, cfg.cache.num_actors, items=len(descriptors))
+    chosen = resources.pool(cfg, "latent cache", cfg.cache.num_actors, items=len(descriptors))
     # Weights travel through the object store (read once here, from a path or a URI), so actors
     # on other nodes need no shared filesystem for the checkpoint.
     weights_ref = ray.put(read_weights(tokenizer_weights)[0])

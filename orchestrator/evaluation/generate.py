@@ -207,7 +207,9 @@ def _generate_pending(
 ) -> None:
     # At most the trial's share of actors. The same thread count for every pool size: CPU
     # reductions may split by thread count.
-    chosen = resources.pool(cfg, num_workers or cfg.evaluation.num_workers, items=len(pending))
+    chosen = resources.pool(
+        cfg, "samples", num_workers or cfg.evaluation.num_workers, items=len(pending)
+    )
     written = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
         ChunkGenerator,
         batch_format="numpy",

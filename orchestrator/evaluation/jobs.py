@@ -35,7 +35,7 @@ GRID_SAMPLES = 64
 def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict, dict]:
     """(pool strategy, per-actor Ray resources, actor plan) of an evaluation stage: at most the
     trial's share of actors (`evaluation.num_workers`, default the whole share)."""
-    chosen = resources.pool(cfg, cfg.evaluation.num_workers)
+    chosen = resources.pool(cfg, "evaluation", cfg.evaluation.num_workers)
     actor = {"threads": chosen.threads, "device": chosen.device, "point": point_label(cfg)}
     return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor
 

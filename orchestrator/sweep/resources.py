@@ -139,14 +139,18 @@ class Pool:
     threads: int
 
 
-def pool(cfg: ExperimentConfig, requested: int | None, items: int | None = None) -> Pool:
-    """A stage's actor pool: `requested` actors (config; default the whole share), never more
+def pool(
+    cfg: ExperimentConfig, stage: str, requested: int | None, items: int | None = None
+) -> Pool:
+    """`stage`'s actor pool: `requested` actors (config; default the whole share), never more
     than the trial's share nor than the work items."""
+    from orchestrator.config import point_label
+
     s = share(cfg)
-    size = min(requested or s.slots, s.slots, items or s.slots)
-    threads = max(1, int(s.cpus))
+    size = max(1, min(requested or s.slots, s.slots, items or s.slots))
     ray_args = {"num_cpus": s.cpus, **({"num_gpus": 1} if s.gpu else {})}
-    return Pool(max(1, size), ray_args, device(s.gpu), threads)
+    record_placement("pool", point_label(cfg), stage=stage, size=size, per_actor=ray_args)
+    return Pool(size, ray_args, device(s.gpu), max(1, int(s.cpus)))
 
 
 def concurrent_trials(cfg: ExperimentConfig, gpu: bool, cluster: dict[str, float]) -> int:

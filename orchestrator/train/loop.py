@@ -116,12 +116,20 @@ def _seeded_build(workload: Workload, stage_index: int, seed: int):
 def train_loop_per_worker(config: dict) -> dict:
     """Train one workload (tokenizer or generator) on this Ray Train worker; see module doc."""
     plan = TrainPlan.from_dict(config)
+    # Where Ray placed this worker, from start to end (a record only under simulated GPUs).
+    role, rank = f"{plan.workload} worker", ray.train.get_context().get_world_rank()
+    policy.record_placement(role, plan.progress, rank=rank, phase="start")
+    outcome = _train_worker(plan)
+    policy.record_placement(role, plan.progress, rank=rank, phase="end")
+    return outcome
+
+
+def _train_worker(plan: TrainPlan) -> dict:
     cfg = plan.config()
     training = plan.training()
     hooks = plan.hooks()
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    policy.record_placement(f"{plan.workload} worker", plan.progress, rank=rank)
     # The worker's GPU (Ray sets CUDA_VISIBLE_DEVICES), or the CPU when GPUs are simulated.
     device = torch.device("cpu") if policy.simulated() else ray.train.torch.get_device()
     workload = make_workload(plan, device, rank)
