@@ -22,7 +22,7 @@ import time
 import pyarrow as pa
 import ray
 
-from orchestrator.config import ExperimentConfig, latent_grid, point_label, stage_keys
+from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
 from orchestrator.data.encoder import RayShardEncoder
 from orchestrator.data.ingest import IngestResult
 from orchestrator.data.manifest import (
@@ -189,7 +189,7 @@ def _encode_shards(
         compute=ray.data.ActorPoolStrategy(size=chosen.size),
         fn_constructor_kwargs={
             "weights_ref": weights_ref,
-            "point": point_label(cfg),
+            "point": resources.point_id(cfg),
             **shard_encoder_kwargs(
                 cfg, storage, cache_rel, device=chosen.device, threads=chosen.threads
             ),

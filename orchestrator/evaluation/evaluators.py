@@ -18,7 +18,7 @@ import torch
 from orchestrator.config import ExperimentConfig
 from orchestrator.evaluation.naming import uses_inception
 from orchestrator.storage.artifacts import Artifacts
-from orchestrator.storage.store import Storage
+from orchestrator.storage.store import Storage, local_copy
 from orchestrator.storage.weights import inception_file
 
 INCEPTION = "inception"
@@ -53,11 +53,11 @@ class FeatureFn:
         if spec.kind == INCEPTION:
             from workloads.metrics.inception import InceptionFeatures
 
-            self.network = InceptionFeatures(Path(spec.weights))
+            self.network = InceptionFeatures(local_copy(spec.weights))
         else:
             from workloads.metrics.proxy import load_proxy
 
-            self.network = load_proxy(Path(spec.weights)).model
+            self.network = load_proxy(local_copy(spec.weights)).model
         self.network.to(device)
 
     @torch.no_grad()
@@ -98,9 +98,16 @@ def prepare_evaluator(
         return EvaluatorSpec(INCEPTION, str(path), identity)
     from workloads.metrics.proxy import load_or_train_proxy, proxy_cache_dir
 
-    # The proxy reads the PNG tree directly and trains in-process: local (or NFS) storage only.
-    cache = storage.local_path(Artifacts.proxy_evaluator(dataset_key))
+    # Trained in-process from the PNG tree, kept under `models/` in storage (and, for object
+    # storage, in the local cache); actors load it through `local_copy`.
     resolution = cfg.dataset.resolution
-    evaluator = load_or_train_proxy(Path(dataset_root), cache, dataset_key, resolution=resolution)
-    directory = proxy_cache_dir(cache, dataset_key, resolution=resolution)
-    return EvaluatorSpec(PROXY, str(directory), dataclasses.asdict(evaluator.identity))
+    found = {}
+
+    def build(cache: Path) -> Path:
+        found["proxy"] = load_or_train_proxy(
+            Path(dataset_root), cache, dataset_key, resolution=resolution
+        )
+        return proxy_cache_dir(cache, dataset_key, resolution=resolution)
+
+    _, location = storage.built_file(Artifacts.proxy_evaluator(dataset_key), build)
+    return EvaluatorSpec(PROXY, location, dataclasses.asdict(found["proxy"].identity))

@@ -32,7 +32,7 @@ import ray
 import torch
 from PIL import Image
 
-from orchestrator.config import ExperimentConfig, point_label, resolve, to_dict
+from orchestrator.config import ExperimentConfig, resolve, to_dict
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
 from orchestrator.storage.store import Storage
 from orchestrator.sweep import resources
@@ -227,7 +227,7 @@ def _generate_pending(
             "torch_threads": chosen.threads,
             "storage_uri": storage.uri,
             "out_rel": out_rel,
-            "point": point_label(cfg),
+            "point": resources.point_id(cfg),
         },
         **chosen.ray_args,
     )

@@ -17,7 +17,7 @@ import numpy as np
 import ray
 import torch
 
-from orchestrator.config import ExperimentConfig, point_label, stage_keys
+from orchestrator.config import ExperimentConfig, stage_keys
 from orchestrator.evaluation.evaluators import INCEPTION, EvaluatorSpec
 from orchestrator.evaluation.generate import generate_samples
 from orchestrator.evaluation.naming import reports_lpips
@@ -36,7 +36,7 @@ def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict,
     """(pool strategy, per-actor Ray resources, actor plan) of an evaluation stage: at most the
     trial's share of actors (`evaluation.num_workers`, default the whole share)."""
     chosen = resources.pool(cfg, "evaluation", cfg.evaluation.num_workers)
-    actor = {"threads": chosen.threads, "device": chosen.device, "point": point_label(cfg)}
+    actor = {"threads": chosen.threads, "device": chosen.device, "point": resources.point_id(cfg)}
     return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor
 
 

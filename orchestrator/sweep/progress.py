@@ -35,8 +35,13 @@ class ProgressBoard:
 
 
 def create_board(total_points: int):
+    from orchestrator.sweep.resources import on_driver_node
+
     return ProgressBoard.options(
-        name=BOARD_NAME, namespace=BOARD_NAMESPACE, get_if_exists=True
+        name=BOARD_NAME,
+        namespace=BOARD_NAMESPACE,
+        get_if_exists=True,
+        scheduling_strategy=on_driver_node(),
     ).remote(total_points)
 
 

@@ -144,12 +144,10 @@ def pool(
 ) -> Pool:
     """`stage`'s actor pool: `requested` actors (config; default the whole share), never more
     than the trial's share nor than the work items."""
-    from orchestrator.config import point_label
-
     s = share(cfg)
     size = max(1, min(requested or s.slots, s.slots, items or s.slots))
     ray_args = {"num_cpus": s.cpus, **({"num_gpus": 1} if s.gpu else {})}
-    record_placement("pool", point_label(cfg), stage=stage, size=size, per_actor=ray_args)
+    record_placement("pool", point_id(cfg), stage=stage, size=size, per_actor=ray_args)
     return Pool(size, ray_args, device(s.gpu), max(1, int(s.cpus)))
 
 
@@ -183,9 +181,25 @@ def describe(cfg: ExperimentConfig) -> str:
     )
 
 
+def on_driver_node():
+    """Where the sweep's bookkeeping actors (stage locks, live view) live: the driver's node,
+    which lasts as long as the sweep; a worker node may be lost, and with it any actor on it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
 # --------------------------------------------------------------------------------------------
 # Placement record (simulated clusters)
 # --------------------------------------------------------------------------------------------
+def point_id(cfg: ExperimentConfig) -> str:
+    """A point's name in the placement record: its generator evaluation's stage key."""
+    from orchestrator.config import stage_keys
+
+    return stage_keys(cfg).generator_eval[:12]
+
+
 def record_placement(role: str, point: str | None, **extra) -> None:
     """Under simulation, append where Ray placed this process: node, GPU ids, role, point."""
     root = os.environ.get(SIMULATE_ENV)

@@ -27,7 +27,7 @@ from orchestrator.config import (
 )
 from orchestrator.config.loading import from_dict
 from orchestrator.evaluation.report import trial_overrides, write_frontier
-from orchestrator.storage.store import Storage
+from orchestrator.storage.store import Storage, local_cache_root
 from orchestrator.sweep.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
 
 log = logging.getLogger("ldm_frontier")
@@ -130,7 +130,6 @@ def run_trial(trial_config: dict) -> None:
     mlflow.set_tracking_uri(ctx.tracking_uri)
     system_metrics = cfg.tracking.system_metrics
     # An active fluent run in this process is what MLflow's system-metrics sampler attaches to.
-    resources.record_placement("trial", label, phase="start")
     with mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics):
         metrics = pipeline.run_point(
             cfg,
@@ -140,7 +139,6 @@ def run_trial(trial_config: dict) -> None:
             callbacks=[TuneReportCallback()],
             on_intermediate=tune.report,
         )
-    resources.record_placement("trial", label, phase="end")
     tune.report({**metrics, "point_done": 1})
 
 
@@ -251,8 +249,13 @@ def run_sweep(
     )
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    sweep_dir = storage.local_path("sweeps", run_name) if storage.is_local else None
-    log_file = (sweep_dir or Path.cwd() / "runs") / "driver.log"
+    # On object storage the driver log stays in the local cache (a file appended line by line).
+    sweep_dir = (
+        storage.local_path("sweeps", run_name)
+        if storage.is_local
+        else local_cache_root() / "logs" / run_name
+    )
+    log_file = sweep_dir / "driver.log"
     configure_logging(log_file)
     started = time.time()
     print(f"logs: {log_file} (Ray worker logs: /tmp/ray/session_latest/logs)", flush=True)
@@ -262,7 +265,7 @@ def run_sweep(
     client = MlflowClient(tracking_uri)
     experiment = base.tracking.experiment_name or sweep.name
     experiment_id = ensure_experiment(
-        client, experiment, artifact_location(tracking_uri, local_root)
+        client, experiment, artifact_location(tracking_uri, local_root, storage.uri)
     )
     parent_id = find_or_create_parent(client, experiment_id, sweep, run_name, resume)
     ctx = SweepContext(

@@ -23,15 +23,18 @@ def foundation_weights(cfg: ExperimentConfig, storage: Storage, ingested) -> str
 
     grid = latent_grid(cfg)
     patch = cfg.dataset.resolution // grid
-    cache_dir = storage.local_path(Artifacts.standin(stage_keys(cfg).dataset, patch))
-    path = train_standin_vit(
-        dataset_root=ingested.root,
-        cache_dir=cache_dir,
-        dataset_identity=ingested.dataset_identity,
-        patch_size=patch,
-        image_size=cfg.dataset.resolution,
+    _, location = storage.built_file(
+        Artifacts.standin(stage_keys(cfg).dataset, patch),
+        lambda cache_dir: train_standin_vit(
+            dataset_root=ingested.root,
+            cache_dir=cache_dir,
+            dataset_identity=ingested.dataset_identity,
+            patch_size=patch,
+            image_size=cfg.dataset.resolution,
+        ),
     )
-    return str(path)
+    # A path, or a URI the Train workers copy down (`local_copy`): no node needs a shared disk.
+    return location
 
 
 def perceptual_loss_weights(cfg: ExperimentConfig) -> list[str | None] | None:

@@ -118,9 +118,10 @@ def train_loop_per_worker(config: dict) -> dict:
     plan = TrainPlan.from_dict(config)
     # Where Ray placed this worker, from start to end (a record only under simulated GPUs).
     role, rank = f"{plan.workload} worker", ray.train.get_context().get_world_rank()
-    policy.record_placement(role, plan.progress, rank=rank, phase="start")
+    point = policy.point_id(plan.config())
+    policy.record_placement(role, point, rank=rank, phase="start")
     outcome = _train_worker(plan)
-    policy.record_placement(role, plan.progress, rank=rank, phase="end")
+    policy.record_placement(role, point, rank=rank, phase="end")
     return outcome
 
 
