@@ -38,8 +38,8 @@ def test_trials_at_once_follow_the_cluster_and_the_cap():
     cfg = micro_cfg(
         use_gpu="yes", tokenizer_workers=1, generator_workers=2, max_concurrent_trials=8
     )
-    # A trial: driver 0.01 CPU + 2 slots of (1 CPU + 1 GPU).
-    assert resources.share(cfg).footprint(cfg.resources.trial_cpus) == {"CPU": 2.01, "GPU": 2.0}
+    # A trial: driver (0 CPU by default) + 2 slots of (1 CPU + 1 GPU).
+    assert resources.share(cfg).footprint(0.01) == {"CPU": 2.01, "GPU": 2.0}
     assert resources.concurrent_trials(cfg, True, {"CPU": 16, "GPU": 4}) == 2
     assert resources.concurrent_trials(cfg, True, {"CPU": 5, "GPU": 8}) == 2
     assert resources.concurrent_trials(cfg, False, {"CPU": 64}) == 8  # the configured cap
@@ -49,6 +49,13 @@ def test_trials_at_once_follow_the_cluster_and_the_cap():
         "resources: one trial needs 2 GPU but the Ray cluster holds 1 GPU "
         "(lower the worker counts or resources.cpus_per_worker)"
     )
+    # Trial drivers run on the head node: a KubeRay head (0 CPU) holds only 0-CPU drivers.
+    busy = micro_cfg(use_gpu="no", trial_cpus=0.5, max_concurrent_trials=8)
+    assert resources.concurrent_trials(busy, False, {"CPU": 64}, head={"CPU": 1.0}) == 2
+    with pytest.raises(
+        ConfigError, match="resources.trial_cpus: a trial's driver runs on the head"
+    ):
+        resources.concurrent_trials(busy, False, {"CPU": 64}, head={"CPU": 0.0})
 
 
 def test_pools_never_exceed_the_trials_share():

@@ -309,8 +309,9 @@ class ResourcesConfig:
     tokenizer_workers: int = 8
     generator_workers: int = 8
     cpus_per_worker: float = 4.0
-    # Tune runs each trial's driver with this many CPUs (a nested Train run needs its own).
-    trial_cpus: float = 0.01
+    # CPUs of each trial's driver, which runs on the head node (a KubeRay head has none: the
+    # driver mostly waits on its Train run and pools, which bring their own).
+    trial_cpus: float = 0.0
     # An upper bound: the sweep runs fewer at once when the cluster holds fewer trials (and
     # Optuna's searcher is limited to the same number).
     max_concurrent_trials: int = 1

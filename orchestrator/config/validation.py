@@ -336,7 +336,7 @@ def _check_resources(cfg: ExperimentConfig) -> None:
     _positive(r.tokenizer_workers, "resources.tokenizer_workers")
     _positive(r.generator_workers, "resources.generator_workers")
     _positive(r.cpus_per_worker, "resources.cpus_per_worker")
-    _positive(r.trial_cpus, "resources.trial_cpus")
+    _positive(r.trial_cpus, "resources.trial_cpus", allow_zero=True)
     _positive(r.gpu_wait_s, "resources.gpu_wait_s", allow_zero=True)
     _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
     _positive(r.max_failures, "resources.max_failures", allow_zero=True)

@@ -12,6 +12,12 @@ Rules, each decided here and nowhere else:
   one after another, so the Train run of a stage and every actor pool (evaluation, latent
   cache, sample generation) each fit in that share: pools are sized by `pool()`, never from the
   cluster's total.
+- **Trial drivers on the head node.** Train V2 attaches a run's controller to the node of the
+  process that starts it, the trial. Trials (and the sweep's bookkeeping actors) therefore run
+  on the head node, which lives as long as the sweep: a lost worker node then takes only Train
+  workers and pool actors, and the surviving controller restarts its workers from the run's
+  latest checkpoint (`resources.max_failures`), instead of a whole trial dying with its
+  controller and its placement group left behind.
 - **Admission.** Train V2 creates the placement group of its workers itself, from inside the
   trial; Ray has no nested placement groups, so a Tune `PlacementGroupFactory` that also held
   the workers would reserve them twice (idle bundles next to Train's own) and deadlock a full
@@ -101,6 +107,15 @@ def device(gpu: bool) -> str:
     return "cuda" if gpu and not simulated() else "cpu"
 
 
+def head_resources() -> dict[str, float]:
+    import ray
+
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_NODE in node.get("Resources", {}):
+            return node["Resources"]
+    return {}
+
+
 # --------------------------------------------------------------------------------------------
 # A trial's share, its pools, and how many trials fit
 # --------------------------------------------------------------------------------------------
@@ -151,11 +166,24 @@ def pool(
     return Pool(size, ray_args, device(s.gpu), max(1, int(s.cpus)))
 
 
-def concurrent_trials(cfg: ExperimentConfig, gpu: bool, cluster: dict[str, float]) -> int:
+def concurrent_trials(
+    cfg: ExperimentConfig,
+    gpu: bool,
+    cluster: dict[str, float],
+    head: dict[str, float] | None = None,
+) -> int:
     """Trials the cluster can hold at once, at most `resources.max_concurrent_trials`; a trial
     larger than the whole cluster is refused (exit 2) naming the resource and both numbers."""
     need = share(cfg, gpu).footprint(cfg.resources.trial_cpus)
     fits = cfg.resources.max_concurrent_trials
+    if head is not None and cfg.resources.trial_cpus > 0:
+        if cfg.resources.trial_cpus > head.get("CPU", 0.0) + 1e-9:
+            raise ConfigError(
+                "resources.trial_cpus",
+                f"a trial's driver runs on the head node, which holds {head.get('CPU', 0.0):g} "
+                f"CPU; {cfg.resources.trial_cpus:g} needed (set it to 0)",
+            )
+        fits = min(fits, math.floor(head["CPU"] / cfg.resources.trial_cpus + 1e-9))
     for resource, amount in need.items():
         held = cluster.get(resource, 0.0)
         if amount > held + 1e-9:
@@ -166,6 +194,14 @@ def concurrent_trials(cfg: ExperimentConfig, gpu: bool, cluster: dict[str, float
             )
         fits = min(fits, math.floor(held / amount + 1e-9))
     return fits
+
+
+HEAD_NODE = "node:__internal_head__"  # a resource only the head node has (1.0 of it)
+
+
+def trial_reservation(cfg: ExperimentConfig) -> dict[str, float]:
+    """What Tune reserves for a trial's driver: its CPUs, on the head node."""
+    return {"CPU": cfg.resources.trial_cpus, HEAD_NODE: 0.001}
 
 
 def describe(cfg: ExperimentConfig) -> str:

@@ -155,10 +155,12 @@ def close_unfinished_runs(client, ctx: SweepContext) -> None:
         client.set_terminated(run.info.run_id, "KILLED")
 
 
-def trainable(trial_cpus: float):
+def trainable(cfg):
     from ray import tune
 
-    return tune.with_resources(run_trial, {"CPU": trial_cpus})
+    from orchestrator.sweep.resources import trial_reservation
+
+    return tune.with_resources(run_trial, trial_reservation(cfg))
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +247,8 @@ def run_sweep(
     cluster = ray.cluster_resources()
     # Every point's trial must fit; the largest sets how many run at once.
     concurrency = min(
-        resources.concurrent_trials(p.config, use_gpu, cluster) for p in points or [base]
+        resources.concurrent_trials(p.config, use_gpu, cluster, resources.head_resources())
+        for p in points or [base]
     )
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -369,7 +372,7 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
 def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
     from ray import tune
 
-    fn = trainable(base.resources.trial_cpus)
+    fn = trainable(base)
     path = storage.uri_for("sweeps", run_name, "tune")
     if resume and tune.Tuner.can_restore(
         path, storage_filesystem=None if storage.is_local else storage.filesystem
