@@ -159,6 +159,8 @@ def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
     assert len(trials) == 4 and all(set(t) == {"start", "end"} for t in trials.values())
     # Tune ran exactly as many trials at once as 4 GPUs hold at 2 per trial.
     assert most_at_once([(t["start"], t["end"]) for t in trials.values()]) == 2
+    # Every trial's driver (and so its Train controllers) ran on one node, the head.
+    assert len({e["node"] for e in entries if e["role"] == "trial"}) == 1
 
     pools = [e for e in entries if e["role"] == "pool"]
     assert {p["stage"] for p in pools} >= {"evaluation", "latent cache", "samples"}
@@ -188,3 +190,81 @@ def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
             slot_a = (a["start"]["node"], a["start"]["gpus"][0])
             slot_b = (b["start"]["node"], b["start"]["gpus"][0])
             assert not (overlap and slot_a == slot_b), (a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# A worker node lost during the generator stage
+# --------------------------------------------------------------------------------------------
+def test_worker_node_lost_mid_generator_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A head that runs no work (0 CPU, as on KubeRay) and one 4-CPU worker node; the worker
+    node is killed once the generator registered a checkpoint, and a fresh one joins (as an
+    autoscaler would add it). The trial and its Train controller live on the head, so the
+    controller restarts its workers from that checkpoint on the new node."""
+    import time
+
+    from mlflow import MlflowClient
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
+    worker = cluster.add_node(num_cpus=4)
+    cluster.wait_for_nodes()
+    store = tmp_path / "store"
+    space = tmp_path / "nodeloss.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "name": "nodeloss",
+                "preset": "micro",
+                "base": {
+                    "resources": {"generator_workers": 2, "cpus_per_worker": 1},
+                    "generator": {"training": {"steps": 24, "checkpoint_every": 4}},
+                },
+                "search": {"grid": {"tokenizer.vf.foundation": ["none"]}},
+            }
+        )
+    )
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    cmd = [sys.executable, "-m", "orchestrator.frontier", "--space", str(space),
+           "--storage", str(store)]  # fmt: skip
+    try:
+        sweep = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and sweep.poll() is None:
+            if list(store.glob("generators/*/checkpoint_manager_snapshot.json")):
+                break
+            time.sleep(0.2)
+        assert sweep.poll() is None, "the sweep ended before the generator checkpointed"
+        cluster.remove_node(worker, allow_graceful=False)
+        time.sleep(5)
+        cluster.add_node(num_cpus=4)
+        out, _ = sweep.communicate(timeout=600)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        cluster.shutdown()
+    assert sweep.returncode == 0, out[-4000:]
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("nodeloss").experiment_id
+    children = [
+        r for r in client.search_runs([experiment]) if r.data.tags.get("mlflow.parentRunId")
+    ]
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    run_id = children[0].info.run_id
+    resumed = max(m.value for m in client.get_metric_history(run_id, "generator/resumed_from_step"))
+    assert resumed >= 4  # the restarted workers began at the registered checkpoint, not step 0
+    counts: dict[int, int] = {}
+    for metric in client.get_metric_history(run_id, "generator/step"):
+        counts[metric.step] = counts.get(metric.step, 0) + 1
+    assert sorted(counts) == list(range(1, 25))
+    # Nothing up to the restored checkpoint ran twice; only steps after it that were done
+    # before the loss and lost with it were run (and logged) again, once.
+    assert all(n == 1 for step, n in counts.items() if step <= resumed), counts
+    assert all(n <= 2 for n in counts.values()), counts

@@ -52,11 +52,13 @@ def keys(client, prefix: str = "") -> list[str]:
     return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
-def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint):
+def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint, monkeypatch):
     import boto3
     from mlflow import MlflowClient
 
-    env = {**os.environ, **s3_env(s3_endpoint), "LDM_CACHE_DIR": str(tmp_path / "cache")}
+    for name, value in s3_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    env = {**os.environ, "LDM_CACHE_DIR": str(tmp_path / "cache")}
     env["PYTHONPATH"] = str(REPO_ROOT)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET)

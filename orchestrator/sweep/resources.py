@@ -63,8 +63,9 @@ def cluster_gpus() -> float:
 
 
 def resolve_use_gpu(cfg: ExperimentConfig, say: TextIO | None = None) -> bool:
-    """`auto`: GPUs when the cluster has them now. `yes`: wait up to `resources.gpu_wait_s` for
-    GPU nodes (an autoscaling cluster starts with none), then refuse with one line."""
+    """`auto`: GPUs when the cluster has them now. `yes`: GPUs; when the cluster has none, ask
+    the autoscaler for one and wait up to `resources.gpu_wait_s` for it (an autoscaling cluster
+    starts with none, or removed idle ones), then refuse with one line."""
     setting = cfg.resources.use_gpu
     if setting == "no":
         return False
@@ -78,11 +79,20 @@ def resolve_use_gpu(cfg: ExperimentConfig, say: TextIO | None = None) -> bool:
             file=say,
             flush=True,
         )
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-        if cluster_gpus() > 0:
-            return True
+    if wait > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        # Demand an autoscaler sees (nothing else asks for a GPU while we wait).
+        request_resources(bundles=[{"GPU": 1}])
+    try:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            if cluster_gpus() > 0:
+                return True
+    finally:
+        if wait > 0:
+            request_resources(bundles=[])
     raise ConfigError(
         "resources.use_gpu",
         f"`yes` but the Ray cluster has no GPU (waited {wait:g} s, resources.gpu_wait_s)",
@@ -95,11 +105,10 @@ def with_resolved_gpu(cfg: ExperimentConfig, gpu: bool) -> ExperimentConfig:
 
 
 def uses_gpu(cfg: ExperimentConfig) -> bool:
-    """Whether a stage asks Ray for GPUs. A sweep hands stages a resolved config; a stage run on
-    its own (tests, notebooks) resolves `auto` from the cluster here, by the same rule."""
-    if cfg.resources.use_gpu == "auto":
-        return resolve_use_gpu(cfg)
-    return cfg.resources.use_gpu == "yes"
+    """Whether a stage asks Ray for GPUs: by the same rule, on the sweep's resolved `yes`/`no`
+    (`yes` returns at once while the cluster has GPUs) or, for a stage run on its own, on the
+    config as written. Never a GPU request the cluster cannot meet: Ray would wait forever."""
+    return resolve_use_gpu(cfg)
 
 
 def device(gpu: bool) -> str:

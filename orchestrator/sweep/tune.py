@@ -374,9 +374,8 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
 
     fn = trainable(base)
     path = storage.uri_for("sweeps", run_name, "tune")
-    if resume and tune.Tuner.can_restore(
-        path, storage_filesystem=None if storage.is_local else storage.filesystem
-    ):
+    # A full URI (the filesystem comes from it, object-store endpoint included).
+    if resume and tune.Tuner.can_restore(path):
         log.info("restoring the Tune experiment at %s", path)
         return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
     param_space: dict = {"ctx": ctx.__dict__}
