@@ -55,7 +55,13 @@ def local_copy(location: str) -> Path:
     staging = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     if filesystem.get_file_info(path).type == pafs.FileType.Directory:
-        pafs.copy_files(path, str(staging / "d"), source_filesystem=filesystem)
+        (staging / "d").mkdir()
+        pafs.copy_files(
+            path,
+            str(staging / "d"),
+            source_filesystem=filesystem,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
     else:
         with filesystem.open_input_stream(path) as stream, open(staging / "d", "wb") as out:
             shutil.copyfileobj(stream, out)
