@@ -168,6 +168,8 @@ def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
         assert p["size"] <= 2 and p["per_actor"] == {"num_cpus": 0.5, "num_gpus": 1}, p
 
     actors = [e for e in entries if e["role"] not in ("pool", "trial")]
+    # The four points share one tokenizer: the stage lock let one trial train it, once.
+    assert len({e["point"] for e in actors if e["role"] == "tokenizer worker"}) == 1
     roles = {e["role"] for e in actors}
     assert {"tokenizer worker", "generator worker", "cache actor", "sample actor"} <= roles
     for e in actors:  # every Train worker and pool actor holds exactly one GPU of its own

@@ -360,13 +360,17 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
     # rounds and the final metrics. Only the last carries the searcher's metrics, which Tune's
     # strict check would demand of every result.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    create_lock_table()
+    # Held for the whole run: an actor no handle refers to is destroyed, named or not, and
+    # stage locks would then silently lock nothing.
+    locks = create_lock_table()
     board = create_board(planned_trials(sweep, points))
     print("preparing the shared inputs: ingest, stand-in ViT, evaluator", file=terminal)
     with LiveView(board, stream=terminal):
         for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
             pipeline.prepare_shared(cfg, storage)
-        return make_tuner(sweep, points, ctx, base, storage, run_name, resume).fit()
+        grid = make_tuner(sweep, points, ctx, base, storage, run_name, resume).fit()
+    del locks
+    return grid
 
 
 def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
