@@ -139,6 +139,8 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
+# A whole sweep on a simulated cluster: minutes on 2 cores, more on a loaded machine.
+@pytest.mark.timeout(1800)
 def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
     cluster, record = sim_cluster
     space = tmp_path / "simcluster.yaml"
@@ -197,6 +199,8 @@ def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
 # --------------------------------------------------------------------------------------------
 # A worker node lost during the generator stage
 # --------------------------------------------------------------------------------------------
+# A whole sweep on a simulated cluster: minutes on 2 cores, more on a loaded machine.
+@pytest.mark.timeout(1800)
 def test_worker_node_lost_mid_generator_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """A head that runs no work (0 CPU, as on KubeRay) and one 4-CPU worker node; the worker
     node is killed once the generator registered a checkpoint, and a fresh one joins (as an

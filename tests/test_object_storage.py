@@ -52,6 +52,8 @@ def keys(client, prefix: str = "") -> list[str]:
     return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
 
+# A whole sweep on a simulated cluster: minutes on 2 cores, more on a loaded machine.
+@pytest.mark.timeout(1800)
 def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint, monkeypatch):
     import boto3
     from mlflow import MlflowClient
