@@ -34,7 +34,13 @@ def micro_cfg(**res):
 # --------------------------------------------------------------------------------------------
 # The policy's arithmetic
 # --------------------------------------------------------------------------------------------
-def test_trials_at_once_follow_the_cluster_and_the_cap():
+@pytest.fixture
+def cluster_with_gpus(monkeypatch):
+    """The arithmetic below asks the cluster only whether it has GPUs: say it has 4."""
+    monkeypatch.setattr(resources, "cluster_gpus", lambda: 4.0)
+
+
+def test_trials_at_once_follow_the_cluster_and_the_cap(cluster_with_gpus):
     cfg = micro_cfg(
         use_gpu="yes", tokenizer_workers=1, generator_workers=2, max_concurrent_trials=8
     )
@@ -58,7 +64,7 @@ def test_trials_at_once_follow_the_cluster_and_the_cap():
         resources.concurrent_trials(busy, False, {"CPU": 64}, head={"CPU": 0.0})
 
 
-def test_pools_never_exceed_the_trials_share():
+def test_pools_never_exceed_the_trials_share(cluster_with_gpus):
     cfg = micro_cfg(use_gpu="yes", tokenizer_workers=1, generator_workers=4, cpus_per_worker=2)
     assert resources.pool(cfg, "evaluation", None).size == 4  # default: the whole share
     assert resources.pool(cfg, "evaluation", 16).size == 4  # never more than the share
