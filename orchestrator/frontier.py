@@ -288,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     except SourceError as err:  # a dataset file that cannot serve: one line naming it
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except ConfigError as err:  # the cluster cannot run it (sweep/resources.py)
+        print(f"error: {args.space}: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

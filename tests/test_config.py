@@ -114,6 +114,13 @@ def test_dry_run_paper_table2_prints_nine_tokenizers():
     assert {(r[5], r[6], r[7]) for r in rows} == {("0.5", "0.25", "0.1")}
     assert "9 tokenizers" in result.stdout
     assert "FID-10K" in result.stdout
+    # Per point, what Tune reserves for its trial (sweep/resources.py).
+    assert "resources Tune reserves per trial:" in result.stdout
+    for index in range(9):
+        assert (
+            f"point {index}: driver 0 CPU + 8 x (4 CPU + 1 GPU) [GPU if the cluster has one] "
+            "= 32 CPU, 8 GPU per trial; up to 1 at once"
+        ) in result.stdout
 
 
 BAD_SPACES = {

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from orchestrator.config import PRESETS, resolve
+from orchestrator.config import PRESETS, ConfigError, resolve
 from orchestrator.evaluation.generate import (
     CHUNKS,
     MANIFEST,
@@ -131,7 +131,8 @@ def setup(tmp_path_factory):
                 seed=3,
                 label_policy="balanced",
             ),
-            resources=replace(base.resources, cpus_per_worker=1.0),
+            # A share of two actors, so the two-worker run below gets both.
+            resources=replace(base.resources, cpus_per_worker=1.0, generator_workers=2),
             storage=str(root / "storage"),
         )
     )
@@ -230,6 +231,6 @@ def test_a_different_run_is_not_mixed_into_existing_samples(setup, one_and_two_w
 
 def test_gpu_required_but_absent_fails_fast(setup, ray_local):
     cfg, _, _, _ = setup
-    on_gpu = replace(cfg, resources=replace(cfg.resources, use_gpu="yes"))
-    with pytest.raises(RuntimeError, match="no GPU"):
+    on_gpu = replace(cfg, resources=replace(cfg.resources, use_gpu="yes", gpu_wait_s=0))
+    with pytest.raises(ConfigError, match="no GPU"):
         run(setup, "gpu", cfg=on_gpu)

@@ -72,7 +72,9 @@ def test_one_retry_layer(smoke):
     sweep, overrides, storage = smoke
     base = build_config(sweep, {}, overrides)
     assert base.resources.max_failures > 0
-    ctx = SweepContext(to_dict(sweep), overrides, storage.uri, "sqlite:///unused", "0", "0")
+    ctx = SweepContext(
+        to_dict(sweep), overrides, storage.uri, "sqlite:///unused", "0", "0", False, 1
+    )
     tuner = make_tuner(sweep, expand(sweep, overrides), ctx, base, storage, sweep.name, False)
     assert tuner._local_tuner.get_run_config().failure_config.max_failures == 0
 

@@ -217,7 +217,7 @@ class LatentCacheConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # Execution only (not part of the cache identity):
     batch_size: int = 64
-    num_actors: int | None = None  # null = one per GPU, or 1 on CPU
+    num_actors: int | None = None  # null = the trial's whole share (sweep/resources.py)
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,7 +350,8 @@ class EvaluationConfig:
     # Cheap intermediate generator metric (for ASHA) every this many steps; 0 = off.
     intermediate_every: int = 0
     intermediate_samples: int = 256
-    num_workers: int | None = None  # null = one actor per GPU, or 1 on CPU
+    # Actors per evaluation pool; null = the trial's whole share (never more, sweep/resources.py).
+    num_workers: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,12 +359,18 @@ class EvaluationConfig:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class ResourcesConfig:
+    # Resolved once per sweep from the cluster; `yes` waits up to `gpu_wait_s` for an
+    # autoscaler to add GPU nodes, then fails (sweep/resources.py).
     use_gpu: Literal["auto", "yes", "no"] = "auto"
+    gpu_wait_s: float = 300.0
     tokenizer_workers: int = 8
     generator_workers: int = 8
     cpus_per_worker: float = 4.0
-    # Tune runs each trial's driver with this many CPUs (a nested Train run needs its own).
-    trial_cpus: float = 0.01
+    # CPUs of each trial's driver, which runs on the head node (a KubeRay head has none: the
+    # driver mostly waits on its Train run and pools, which bring their own).
+    trial_cpus: float = 0.0
+    # An upper bound: the sweep runs fewer at once when the cluster holds fewer trials (and
+    # Optuna's searcher is limited to the same number).
     max_concurrent_trials: int = 1
     # Restarts of a training stage's worker group from its last checkpoint (Ray Train): the
     # only retry layer; Tune never reruns a failed trial (ARCHITECTURE.md, failures).

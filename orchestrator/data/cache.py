@@ -21,7 +21,6 @@ import time
 
 import pyarrow as pa
 import ray
-from safetensors.torch import load_file
 
 from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
 from orchestrator.data.encoder import RayShardEncoder
@@ -46,8 +45,9 @@ from orchestrator.data.shards import (
     shard_file_name,
 )
 from orchestrator.storage.artifacts import Artifacts
-from orchestrator.storage.models import autoencoder_kwargs
+from orchestrator.storage.models import autoencoder_kwargs, read_weights
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import resources
 
 log = logging.getLogger("ldm_frontier.data")
 
@@ -170,20 +170,6 @@ def shard_encoder_kwargs(
     }
 
 
-def _use_gpu(cfg: ExperimentConfig) -> bool:
-    setting = cfg.resources.use_gpu
-    return setting == "yes" or (setting == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
-
-
-def _encoder_pool(cfg: ExperimentConfig) -> tuple[int, dict, str, int]:
-    """(actors, per-actor Ray resources, device, CPU threads per actor)."""
-    cpus = max(1, int(cfg.resources.cpus_per_worker))
-    if _use_gpu(cfg):
-        actors = cfg.cache.num_actors or max(1, int(ray.cluster_resources().get("GPU", 0)))
-        return actors, {"num_gpus": 1, "num_cpus": cpus}, "cuda", cpus
-    return cfg.cache.num_actors or 1, {"num_cpus": cpus}, "cpu", cpus
-
-
 def _encode_shards(
     cfg: ExperimentConfig,
     storage: Storage,
@@ -193,21 +179,25 @@ def _encode_shards(
     tokenizer_weights: str,
 ) -> None:
     descriptors = shard_descriptors(index, pending)
-    actors, resources, device, threads = _encoder_pool(cfg)
-    # Weights travel through the object store (read once here), so actors on other nodes need
-    # no shared filesystem for the checkpoint.
-    weights_ref = ray.put(load_file(tokenizer_weights, device="cpu"))
+    # At most the trial's share of actors (`cache.num_actors`, default the whole share).
+    chosen = resources.pool(cfg, "latent cache", cfg.cache.num_actors, items=len(descriptors))
+    # Weights travel through the object store (read once here, from a path or a URI), so actors
+    # on other nodes need no shared filesystem for the checkpoint.
+    weights_ref = ray.put(read_weights(tokenizer_weights)[0])
     written = ray.data.from_items(descriptors, override_num_blocks=len(descriptors)).map_batches(
         RayShardEncoder,
         batch_format="pyarrow",
         # One shard per call: the shard, not the batch, is the unit of atomic write and resume.
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(actors, len(descriptors))),
+        compute=ray.data.ActorPoolStrategy(size=chosen.size),
         fn_constructor_kwargs={
             "weights_ref": weights_ref,
-            **shard_encoder_kwargs(cfg, storage, cache_rel, device=device, threads=threads),
+            "point": resources.point_id(cfg),
+            **shard_encoder_kwargs(
+                cfg, storage, cache_rel, device=chosen.device, threads=chosen.threads
+            ),
         },
-        **resources,
+        **chosen.ray_args,
     )
     started, done = time.monotonic(), 0
     for row in written.iter_rows():

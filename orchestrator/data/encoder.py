@@ -173,7 +173,10 @@ class ShardEncoder:
 class RayShardEncoder(ShardEncoder):
     """The Ray Data actor: weights come through the object store, shards through `__call__`."""
 
-    def __init__(self, *, weights_ref: ray.ObjectRef, **kwargs):
+    def __init__(self, *, weights_ref: ray.ObjectRef, point: str, **kwargs):
+        from orchestrator.sweep.resources import record_placement
+
+        record_placement("cache actor", point)
         super().__init__(state_dict=ray.get(weights_ref), **kwargs)
 
     def __call__(self, descriptors: pa.Table) -> pa.Table:

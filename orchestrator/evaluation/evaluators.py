@@ -18,7 +18,7 @@ import torch
 from orchestrator.config import ExperimentConfig
 from orchestrator.evaluation.naming import uses_inception
 from orchestrator.storage.artifacts import Artifacts
-from orchestrator.storage.store import Storage
+from orchestrator.storage.store import Storage, local_copy
 from orchestrator.storage.weights import inception_file
 
 INCEPTION = "inception"
@@ -33,8 +33,8 @@ class EvaluatorSpec:
     weights: str
     identity: dict
 
-    def build(self) -> FeatureFn:
-        return FeatureFn(self)
+    def build(self, device: torch.device | str = "cpu") -> FeatureFn:
+        return FeatureFn(self, device)
 
     @property
     def key(self) -> str:
@@ -45,32 +45,36 @@ class EvaluatorSpec:
 class FeatureFn:
     """uint8 NHWC images -> named feature arrays (`pool`, `logits`, `spatial` or `proxy`, `pred`)."""
 
-    def __init__(self, spec: EvaluatorSpec):
+    def __init__(self, spec: EvaluatorSpec, device: torch.device | str = "cpu"):
         self.spec = spec
+        # The network runs where its actor's resources are (the actor's GPU on a GPU cluster);
+        # images arrive as host arrays and features leave as host arrays.
+        self.device = torch.device(device)
         if spec.kind == INCEPTION:
             from workloads.metrics.inception import InceptionFeatures
 
-            self.network = InceptionFeatures(Path(spec.weights))
+            self.network = InceptionFeatures(local_copy(spec.weights))
         else:
             from workloads.metrics.proxy import load_proxy
 
-            self.network = load_proxy(Path(spec.weights)).model
+            self.network = load_proxy(local_copy(spec.weights)).model
+        self.network.to(device)
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
         if self.spec.kind == INCEPTION:
             out = self.network(x)
             return {
-                "pool": out.pool.double().numpy(),
-                "logits": out.logits.double().numpy(),
-                "spatial": out.spatial.double().numpy(),
+                "pool": out.pool.double().cpu().numpy(),
+                "logits": out.logits.double().cpu().numpy(),
+                "spatial": out.spatial.double().cpu().numpy(),
             }
         x = x.float() / 127.5 - 1.0
         features = self.network.features(x)
         return {
-            "proxy": features.double().numpy(),
-            "pred": self.network.head(features).argmax(dim=1).numpy(),
+            "proxy": features.double().cpu().numpy(),
+            "pred": self.network.head(features).argmax(dim=1).cpu().numpy(),
         }
 
 
@@ -94,9 +98,16 @@ def prepare_evaluator(
         return EvaluatorSpec(INCEPTION, str(path), identity)
     from workloads.metrics.proxy import load_or_train_proxy, proxy_cache_dir
 
-    # The proxy reads the PNG tree directly and trains in-process: local (or NFS) storage only.
-    cache = storage.local_path(Artifacts.proxy_evaluator(dataset_key))
+    # Trained in-process from the PNG tree, kept under `models/` in storage (and, for object
+    # storage, in the local cache); actors load it through `local_copy`.
     resolution = cfg.dataset.resolution
-    evaluator = load_or_train_proxy(Path(dataset_root), cache, dataset_key, resolution=resolution)
-    directory = proxy_cache_dir(cache, dataset_key, resolution=resolution)
-    return EvaluatorSpec(PROXY, str(directory), dataclasses.asdict(evaluator.identity))
+    found = {}
+
+    def build(cache: Path) -> Path:
+        found["proxy"] = load_or_train_proxy(
+            Path(dataset_root), cache, dataset_key, resolution=resolution
+        )
+        return proxy_cache_dir(cache, dataset_key, resolution=resolution)
+
+    _, location = storage.built_file(Artifacts.proxy_evaluator(dataset_key), build)
+    return EvaluatorSpec(PROXY, location, dataclasses.asdict(found["proxy"].identity))

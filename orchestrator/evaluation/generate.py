@@ -35,6 +35,7 @@ from PIL import Image
 from orchestrator.config import ExperimentConfig, resolve
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import resources
 from workloads.dit import LatentStats, LightningDiT_models, load_lightningdit_checkpoint
 from workloads.generation import RNG_SCHEME, class_labels, generate_chunk
 from workloads.samplers import SamplerSpec
@@ -145,8 +146,8 @@ def generate_samples(
     `generator_weights` is the exported EMA LightningDiT state dict and `tokenizer_weights` the
     exported AutoencoderKL inference state dict (safetensors, local path or URI);
     `latent_stats` is `LatentStats.to_dict()` of the generator's training latents. Defaults:
-    `evaluation.num_samples` samples on `evaluation.num_workers` actors (null: one per GPU,
-    or 1 on CPU).
+    `evaluation.num_samples` samples on `evaluation.num_workers` actors (null: the trial's
+    whole share, `resources.pool`).
     """
     cfg = resolve(cfg)
     count = cfg.evaluation.num_samples if num_samples is None else num_samples
@@ -195,14 +196,6 @@ def generate_samples(
     return manifest
 
 
-def _use_gpu(cfg: ExperimentConfig) -> bool:
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if cfg.resources.use_gpu == "yes" and gpus == 0:
-        # Ray would wait forever for a GPU actor slot.
-        raise RuntimeError("resources.use_gpu is 'yes' but the Ray cluster has no GPU")
-    return cfg.resources.use_gpu == "yes" or (cfg.resources.use_gpu == "auto" and gpus > 0)
-
-
 def _generate_pending(
     cfg: ExperimentConfig,
     storage: Storage,
@@ -212,15 +205,11 @@ def _generate_pending(
     weights: dict[str, dict[str, torch.Tensor]],
     num_workers: int | None,
 ) -> None:
-    # The same thread count for every pool size: CPU reductions may split by thread count.
-    threads = max(1, int(cfg.resources.cpus_per_worker))
-    if _use_gpu(cfg):
-        default_workers = int(ray.cluster_resources()["GPU"])
-        device, resources = "cuda", {"num_gpus": 1, "num_cpus": threads}
-    else:
-        default_workers = 1
-        device, resources = "cpu", {"num_cpus": threads}
-    workers = num_workers or cfg.evaluation.num_workers or default_workers
+    # At most the trial's share of actors. The same thread count for every pool size: CPU
+    # reductions may split by thread count.
+    chosen = resources.pool(
+        cfg, "samples", num_workers or cfg.evaluation.num_workers, items=len(pending)
+    )
     written = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
         ChunkGenerator,
         batch_format="numpy",
@@ -228,20 +217,19 @@ def _generate_pending(
         batch_size=1,
         # One chunk queued per actor: chunks take seconds to minutes, so a free actor takes the
         # next one instead of chunks piling up behind a busy (or still starting) actor.
-        compute=ray.data.ActorPoolStrategy(
-            size=min(workers, len(pending)), max_tasks_in_flight_per_actor=1
-        ),
+        compute=ray.data.ActorPoolStrategy(size=chosen.size, max_tasks_in_flight_per_actor=1),
         fn_constructor_kwargs={
             # Weights travel through the object store, so actors need no shared filesystem.
             "generator_ref": ray.put(weights["generator"]),
             "tokenizer_ref": ray.put(weights["tokenizer"]),
             "plan": _json_round_trip(plan),
-            "device": device,
-            "torch_threads": threads,
+            "device": chosen.device,
+            "torch_threads": chosen.threads,
             "storage_uri": storage.uri,
             "out_rel": out_rel,
+            "point": resources.point_id(cfg),
         },
-        **resources,
+        **chosen.ray_args,
     )
     started = time.monotonic()
     for done, row in enumerate(written.iter_rows(), start=1):
@@ -267,8 +255,10 @@ class ChunkGenerator:
         torch_threads: int,
         storage_uri: str,
         out_rel: str,
+        point: str,
     ):
         torch.set_num_threads(torch_threads)
+        resources.record_placement("sample actor", point)
         self.device = torch.device(device)
         if self.device.type == "cuda":
             # Plain fp32 (a bf16 option is future work): TF32, which cuDNN convs use by default,

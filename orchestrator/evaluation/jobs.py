@@ -24,6 +24,7 @@ from orchestrator.evaluation.naming import fd_dinov2_enabled, reports_lpips
 from orchestrator.storage.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.storage.models import autoencoder_kwargs, read_weights
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import resources
 
 # Bump when what a stored reference holds changes (v2: a seeded random precision/recall subset
 # across classes instead of the first rows of the class-ordered index).
@@ -32,23 +33,12 @@ GRID_IMAGES = 8
 GRID_SAMPLES = 64
 
 
-def use_gpu(cfg: ExperimentConfig) -> bool:
-    if cfg.resources.use_gpu == "no":
-        return False
-    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    if cfg.resources.use_gpu == "yes" and not has_gpus:
-        raise RuntimeError("resources.use_gpu is `yes` but the Ray cluster has no GPUs")
-    return has_gpus
-
-
-def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict]:
-    """Actors per GPU, or `evaluation.num_workers` CPU actors (default 1)."""
-    gpu = use_gpu(cfg)
-    if gpu:
-        size = cfg.evaluation.num_workers or int(ray.cluster_resources().get("GPU", 1))
-        return ray.data.ActorPoolStrategy(size=size), {"num_gpus": 1}
-    size = cfg.evaluation.num_workers or 1
-    return ray.data.ActorPoolStrategy(size=size), {"num_cpus": cfg.resources.cpus_per_worker}
+def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict, dict]:
+    """(pool strategy, per-actor Ray resources, actor plan) of an evaluation stage: at most the
+    trial's share of actors (`evaluation.num_workers`, default the whole share)."""
+    chosen = resources.pool(cfg, "evaluation", cfg.evaluation.num_workers)
+    actor = {"threads": chosen.threads, "device": chosen.device, "point": resources.point_id(cfg)}
+    return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor
 
 
 def image_seed(seed: int, image_id: str) -> np.random.Generator:
@@ -74,11 +64,12 @@ class ReconstructionScorer:
         from workloads.vavae import LPIPS, AutoencoderKL, load_autoencoder_weights
 
         torch.set_num_threads(plan["threads"])
-        self.device = torch.device("cuda" if plan["gpu"] else "cpu")
+        resources.record_placement("tokenizer eval actor", plan["point"])
+        self.device = torch.device(plan["device"])
         self.tokenizer = AutoencoderKL(**plan["autoencoder"])
         load_autoencoder_weights(self.tokenizer, ray.get(plan["weights"]))
         self.tokenizer.to(self.device).eval()
-        self.features = EvaluatorSpec(**plan["evaluator"]).build()
+        self.features = EvaluatorSpec(**plan["evaluator"]).build(self.device)
         self.lpips = None
         if plan["lpips"]:
             weights, backbone = plan["lpips"]
@@ -150,9 +141,9 @@ def evaluate_tokenizer(
         return artifacts.read_done(rel)
     ev = cfg.evaluation
     tensors, sha = read_weights(tokenizer_weights)
+    compute, ray_args, actor = actor_pool(cfg)
     plan = {
-        "threads": max(1, int(cfg.resources.cpus_per_worker)),
-        "gpu": use_gpu(cfg),
+        **actor,
         "autoencoder": autoencoder_kwargs(cfg),
         "weights": ray.put(tensors),
         "evaluator": evaluator.__dict__,
@@ -160,7 +151,6 @@ def evaluate_tokenizer(
         "fd_dinov2": fd_dinov2_weights(cfg),
         "seed": ev.seed,
     }
-    compute, resources = actor_pool(cfg)
     # The reference evaluates its tokenizer on Resize(256) + CenterCrop(256), not the ADM crop.
     dataset = image_dataset(
         ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images, view="resize_center"
@@ -171,7 +161,7 @@ def evaluate_tokenizer(
         batch_size=ev.batch_size,
         compute=compute,
         batch_format="numpy",
-        **resources,
+        **ray_args,
     )
     columns: dict[str, list[np.ndarray]] = {}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
@@ -297,7 +287,8 @@ class FeatureScorer:
 
     def __init__(self, plan: dict):
         torch.set_num_threads(plan["threads"])
-        self.features = EvaluatorSpec(**plan["evaluator"]).build()
+        resources.record_placement("feature actor", plan["point"])
+        self.features = EvaluatorSpec(**plan["evaluator"]).build(torch.device(plan["device"]))
         self.storage = Storage.from_uri(plan["storage"]) if plan.get("storage") else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -318,9 +309,9 @@ def collect_features(
     storage: Storage,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
-    compute, resources = actor_pool(cfg)
+    compute, ray_args, actor = actor_pool(cfg)
     plan = {
-        "threads": max(1, int(cfg.resources.cpus_per_worker)),
+        **actor,
         "evaluator": evaluator.__dict__,
         "storage": storage.uri,
     }
@@ -330,7 +321,7 @@ def collect_features(
         batch_size=batch_size,
         compute=compute,
         batch_format="numpy",
-        **resources,
+        **ray_args,
     )
     columns: dict[str, list[np.ndarray]] = {}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):

@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,47 @@ def _digest(path: str, stamp: tuple[int, int] | None) -> str:
         for chunk in iter(lambda: stream.read(1 << 24), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# The one place besides `--storage` where a sweep on object storage writes to local disk: copies
+# of frozen networks (stand-in ViT, proxy evaluator) that the code loads from a path. Safe to
+# delete; rebuilt from the store on the next use.
+CACHE_ENV = "LDM_CACHE_DIR"
+
+
+def local_cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ldm_frontier").expanduser()
+
+
+def local_copy(location: str) -> Path:
+    """A local path with the contents of `location` (a local path, returned as is, or a file or
+    directory URI, downloaded once into the local cache)."""
+    if "://" not in location:
+        return Path(location)
+    digest = hashlib.sha256(location.encode()).hexdigest()[:16]
+    target = local_cache_root() / "copies" / digest / posixpath.basename(location.rstrip("/"))
+    if target.exists():
+        return target
+    filesystem, path = pafs.FileSystem.from_uri(location)
+    staging = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    if filesystem.get_file_info(path).type == pafs.FileType.Directory:
+        (staging / "d").mkdir()
+        pafs.copy_files(
+            path,
+            str(staging / "d"),
+            source_filesystem=filesystem,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
+    else:
+        with filesystem.open_input_stream(path) as stream, open(staging / "d", "wb") as out:
+            shutil.copyfileobj(stream, out)
+    try:
+        os.replace(staging / "d", target)  # atomic: a concurrent copier's result is as good
+    except OSError:
+        pass
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 @dataclass(frozen=True)
@@ -149,6 +192,26 @@ class Storage:
             source_filesystem=pafs.LocalFileSystem(),
             destination_filesystem=self.filesystem,
         )
+
+    def built_file(self, rel: str, build: Callable[[Path], Path]) -> tuple[Path, str]:
+        """(local path, location in storage) of what `build(cache_dir)` finds or makes in a
+        cache directory (a frozen network trained once and kept).
+
+        On local storage the cache directory is `rel` itself. On object storage it lives in the
+        local cache: the store's copy is brought down first, and a new build goes up to `rel`,
+        where other nodes and later runs find it (`local_copy`)."""
+        if self.is_local:
+            out = Path(build(self.local_path(rel)))
+            return out, str(out)
+        digest = hashlib.sha256(self.uri_for(rel).encode()).hexdigest()[:16]
+        local = local_cache_root() / "builds" / digest
+        if not local.exists() and self.exists(rel):
+            self.download(local, rel)
+        out = Path(build(local))
+        parts = out.relative_to(local).parts
+        if not self.exists(rel, parts[0]):
+            self.upload(local / parts[0], rel, parts[0])
+        return out, self.uri_for(rel, *parts)
 
     def download(self, local_dir: str | Path, *parts: str) -> Path:
         Path(local_dir).mkdir(parents=True, exist_ok=True)

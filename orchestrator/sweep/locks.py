@@ -42,8 +42,13 @@ class LockTable:
 
 
 def create_lock_table():
+    from orchestrator.sweep.resources import on_driver_node
+
     return LockTable.options(
-        name=LOCKS_NAME, namespace=LOCKS_NAMESPACE, get_if_exists=True
+        name=LOCKS_NAME,
+        namespace=LOCKS_NAMESPACE,
+        get_if_exists=True,
+        scheduling_strategy=on_driver_node(),
     ).remote()
 
 

@@ -31,7 +31,7 @@ from orchestrator.config import (
 from orchestrator.evaluation.evaluators import EvaluatorSpec, prepare_evaluator
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
-from orchestrator.sweep import progress
+from orchestrator.sweep import progress, resources
 from orchestrator.sweep.locks import stage_lock
 from orchestrator.sweep.tracking import RunLogger, RunRef
 
@@ -148,6 +148,7 @@ def run_point(
         shared = prepare_shared(cfg, storage)
         cfg = with_dataset_classes(cfg, shared.ingested)
         keys = stage_keys(cfg)
+        resources.record_placement("trial", resources.point_id(cfg), phase="start")
         logger.set_tags({f"ldm.key.{part}": key for part, key in keys.as_dict().items()})
 
         stage("tokenizer")
@@ -223,6 +224,7 @@ def run_point(
     logger.log_metrics(timings)
     log.info("%s: stage seconds %s", name, timings)
     progress.post(name, state="done", stage="done")
+    resources.record_placement("trial", resources.point_id(cfg), phase="end")
     return {**recon["metrics"], **gen["metrics"], **timings}
 
 

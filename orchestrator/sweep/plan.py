@@ -6,6 +6,7 @@ from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, SweepPoint, latent_grid
 from orchestrator.evaluation.naming import generation_metric_label, reported_metrics
+from orchestrator.sweep.resources import describe
 
 
 def training_length(steps: int | None, epochs: float | None) -> str:
@@ -118,6 +119,9 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         if sweep.search.points:
             lines += point_changes(points)
         lines.extend(metrics_lines(points))
+        # What Tune admits per trial (sweep/resources.py); the cluster may lower the concurrency.
+        lines.append("resources Tune reserves per trial:")
+        lines.extend(f"  point {p.index}: {describe(p.config)}" for p in points)
         first = points[0].config
         lines.append(f"storage: {first.storage}   dataset: {dataset_summary(first)}")
         lines.extend(pretrained_files(points))

@@ -46,8 +46,13 @@ def merge_entry(previous: dict, entry: dict, now: float) -> dict:
 
 
 def create_board(total_points: int):
+    from orchestrator.sweep.resources import on_driver_node
+
     return ProgressBoard.options(
-        name=BOARD_NAME, namespace=BOARD_NAMESPACE, get_if_exists=True
+        name=BOARD_NAME,
+        namespace=BOARD_NAMESPACE,
+        get_if_exists=True,
+        scheduling_strategy=on_driver_node(),
     ).remote(total_points)
 
 

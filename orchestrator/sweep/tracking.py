@@ -31,9 +31,13 @@ def default_tracking_uri(configured: str | None, storage_root: Path | None) -> s
     return f"sqlite:///{db}"
 
 
-def artifact_location(tracking_uri: str, storage_root: Path | None) -> str | None:
-    """Local SQLite stores keep artifacts beside the DB; servers use their own artifact store."""
-    if tracking_uri.startswith("sqlite:") and storage_root is not None:
+def artifact_location(tracking_uri: str, storage_root: Path | None, storage_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local SQLite store; in the object
+    store itself when `--storage` is one (every process uploads there directly); else the
+    tracking server's own artifact store."""
+    if storage_root is None:
+        return f"{storage_uri}/mlflow/artifacts"
+    if tracking_uri.startswith("sqlite:"):
         return str(storage_root / "mlflow" / "artifacts")
     return None
 

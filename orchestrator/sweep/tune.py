@@ -30,7 +30,7 @@ from orchestrator.config import (
 from orchestrator.config.loading import ConfigError, from_dict
 from orchestrator.evaluation.naming import resolve_metric
 from orchestrator.evaluation.report import trial_overrides, write_frontier
-from orchestrator.storage.store import Storage
+from orchestrator.storage.store import Storage, local_cache_root
 from orchestrator.sweep.rerun import TUNE_DIR, check_rerun, sweep_settings
 from orchestrator.sweep.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
 
@@ -54,6 +54,9 @@ class SweepContext:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    # Resolved once per sweep on the driver (sweep/resources.py) and handed to every stage.
+    use_gpu: bool
+    concurrency: int
 
     def sweep_config(self) -> SweepConfig:
         return from_dict(SweepConfig, self.sweep)
@@ -119,11 +122,12 @@ def run_trial(trial_config: dict) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from orchestrator.sweep import pipeline
+    from orchestrator.sweep import pipeline, resources
 
     ctx = SweepContext(**trial_config["ctx"])
     overrides = trial_overrides(trial_config)
     cfg = build_config(ctx.sweep_config(), overrides, ctx.cli_overrides)
+    cfg = resources.with_resolved_gpu(cfg, ctx.use_gpu)
     keys = stage_keys(cfg)
     label = point_label(cfg)
     client = MlflowClient(ctx.tracking_uri)
@@ -180,10 +184,12 @@ def stopped_points(grid, ctx: SweepContext) -> frozenset[str]:
     return frozenset(keys)
 
 
-def trainable(trial_cpus: float):
+def trainable(cfg):
     from ray import tune
 
-    return tune.with_resources(run_trial, {"CPU": trial_cpus})
+    from orchestrator.sweep.resources import trial_reservation
+
+    return tune.with_resources(run_trial, trial_reservation(cfg))
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,11 +285,25 @@ def run_sweep(
     sweep: SweepConfig, points: list[SweepPoint], cli_overrides: dict, *, resume: bool = True
 ) -> int:
     """Run every point of `sweep` (resuming a previous run of the same name), then chart the
-    frontier; returns the process exit status (1 when a trial failed)."""
+    frontier; returns the process exit status (1 when a trial failed).
+
+    Raises `ConfigError` (exit 2) before anything is written when the cluster cannot run the
+    sweep: `use_gpu: yes` without GPUs, or one trial larger than the whole cluster."""
+    import ray
     from mlflow import MlflowClient
 
     install_stop_handler()
+    from orchestrator.sweep import resources
+
     base = build_config(sweep, {}, cli_overrides)
+    init_ray()
+    use_gpu = resources.resolve_use_gpu(base, say=sys.stdout)
+    cluster = ray.cluster_resources()
+    # Every point's trial must fit; the largest sets how many run at once.
+    concurrency = min(
+        resources.concurrent_trials(p.config, use_gpu, cluster, resources.head_resources())
+        for p in points or [base]
+    )
     storage = Storage.from_uri(base.storage)
     run_name = sweep.name if resume else f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -301,11 +321,24 @@ def run_sweep(
     client = MlflowClient(tracking_uri)
     experiment = base.tracking.experiment_name or sweep.name
     experiment_id = ensure_experiment(
-        client, experiment, artifact_location(tracking_uri, local_root)
+        client, experiment, artifact_location(tracking_uri, local_root, storage.uri)
     )
     parent_id = find_or_create_parent(client, experiment_id, sweep, run_name, resume)
     ctx = SweepContext(
-        to_dict(sweep), cli_overrides, storage.uri, tracking_uri, experiment_id, parent_id
+        to_dict(sweep),
+        cli_overrides,
+        storage.uri,
+        tracking_uri,
+        experiment_id,
+        parent_id,
+        use_gpu,
+        concurrency,
+    )
+    log.info(
+        "resources: use_gpu resolved to %s; %d trial(s) at once on %s",
+        use_gpu,
+        concurrency,
+        {k: v for k, v in cluster.items() if k in ("CPU", "GPU")},
     )
     try:
         return finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, started)
@@ -371,8 +404,13 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
 
 
 def log_file_of(storage: Storage, run_name: str) -> Path:
-    sweep_dir = storage.local_path("sweeps", run_name) if storage.is_local else None
-    return (sweep_dir or Path.cwd() / "runs") / "driver.log"
+    # On object storage the driver log stays in the local cache (a file appended line by line).
+    sweep_dir = (
+        storage.local_path("sweeps", run_name)
+        if storage.is_local
+        else local_cache_root() / "logs" / run_name
+    )
+    return sweep_dir / "driver.log"
 
 
 def planned_trials(sweep, points) -> int:
@@ -415,24 +453,26 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
     # rounds and the final metrics. Only the last carries the searcher's metrics, which Tune's
     # strict check would demand of every result.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    init_ray()
-    create_lock_table()
+    # Held for the whole run: an actor no handle refers to is destroyed, named or not, and
+    # stage locks would then silently lock nothing.
+    locks = create_lock_table()
     board = create_board(planned_trials(sweep, points))
     print("preparing the shared inputs: ingest, stand-in ViT, evaluator", file=terminal)
     with LiveView(board, stream=terminal):
         for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
             pipeline.prepare_shared(cfg, storage)
-        return make_tuner(sweep, points, ctx, base, storage, run_name, resume).fit()
+        grid = make_tuner(sweep, points, ctx, base, storage, run_name, resume).fit()
+    del locks
+    return grid
 
 
 def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
     from ray import tune
 
-    fn = trainable(base.resources.trial_cpus)
+    fn = trainable(base)
     path = storage.uri_for("sweeps", run_name, TUNE_DIR)
-    if resume and tune.Tuner.can_restore(
-        path, storage_filesystem=None if storage.is_local else storage.filesystem
-    ):
+    # A full URI (the filesystem comes from it, object-store endpoint included).
+    if resume and tune.Tuner.can_restore(path):
         log.info("restoring the Tune experiment at %s", path)
         return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
     param_space: dict = {"ctx": ctx.__dict__}
@@ -443,7 +483,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
         )
         num_samples = 1
     else:
-        search_alg, space = optuna_search(sweep, base)
+        search_alg, space = optuna_search(sweep, base, ctx.concurrency)
         param_space["overrides"] = space
         num_samples = sweep.search.optuna.num_samples
     if sweep.search.scheduler.type == "asha":
@@ -466,7 +506,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
         param_space=param_space,
         tune_config=tune.TuneConfig(
             num_samples=num_samples,
-            max_concurrent_trials=base.resources.max_concurrent_trials,
+            max_concurrent_trials=ctx.concurrency,
             search_alg=search_alg,
             scheduler=scheduler,
         ),
@@ -483,7 +523,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
     )
 
 
-def optuna_search(sweep: SweepConfig, base: ExperimentConfig):
+def optuna_search(sweep: SweepConfig, base: ExperimentConfig, concurrency: int):
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -501,4 +541,5 @@ def optuna_search(sweep: SweepConfig, base: ExperimentConfig):
     # `fid` -> `fid_10k`: objectives may name a metric without its count (see `resolve_metric`).
     metrics = [resolve_metric(name, base) for name in opt.metrics]
     searcher = OptunaSearch(metric=metrics, mode=list(opt.modes), seed=opt.seed)
-    return ConcurrencyLimiter(searcher, max_concurrent=2), space
+    # As many open suggestions as trials run at once: Optuna learns from finished trials only.
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency), space

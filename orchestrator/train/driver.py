@@ -20,13 +20,13 @@ from orchestrator.config import ExperimentConfig, stage_keys, to_dict
 from orchestrator.data.stream import StreamLayout, TrainStream
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import resources as policy
 from orchestrator.train.guard import NonFiniteError
 from orchestrator.train.hooks import DebugHooks
 from orchestrator.train.inputs import (
     check_tokenizer_training,
     foundation_weights,
     perceptual_loss_weights,
-    use_gpu,
 )
 from orchestrator.train.loop import train_loop_per_worker
 from orchestrator.train.plan import (
@@ -253,8 +253,9 @@ def fit_stage(
         progress=progress,
         stop_after_step=stop_after_step,
     )
-    gpu = use_gpu(resources.use_gpu)
-    per_worker = {"CPU": resources.cpus_per_worker, **({"GPU": 1} if gpu else {})}
+    # The trial's share (`sweep/resources.py`): one slot per worker; never a GPU the cluster
+    # lacks (a Train run waiting for unsatisfiable resources retries forever instead of failing).
+    share = policy.share(cfg)
     layout = StreamLayout(
         world_size=num_workers,
         micro_batch=plan.micro_batch,
@@ -270,9 +271,10 @@ def fit_stage(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=plan.to_dict(),
-        torch_config=LoopbackTorchConfig(),
+        # Simulated GPUs compute on the CPU, where NCCL cannot run.
+        torch_config=LoopbackTorchConfig(backend="gloo" if policy.simulated() else None),
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=gpu, resources_per_worker=per_worker
+            num_workers=num_workers, use_gpu=share.gpu, resources_per_worker=share.per_slot()
         ),
         run_config=RunConfig(
             name=rel.split("/", 1)[1],

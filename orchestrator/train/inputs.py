@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ray
-
 from orchestrator.config import ExperimentConfig, latent_grid, stage_keys
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
@@ -25,15 +23,18 @@ def foundation_weights(cfg: ExperimentConfig, storage: Storage, ingested) -> str
 
     grid = latent_grid(cfg)
     patch = cfg.dataset.resolution // grid
-    cache_dir = storage.local_path(Artifacts.standin(stage_keys(cfg).dataset, patch))
-    path = train_standin_vit(
-        dataset_root=ingested.root,
-        cache_dir=cache_dir,
-        dataset_identity=ingested.dataset_identity,
-        patch_size=patch,
-        image_size=cfg.dataset.resolution,
+    _, location = storage.built_file(
+        Artifacts.standin(stage_keys(cfg).dataset, patch),
+        lambda cache_dir: train_standin_vit(
+            dataset_root=ingested.root,
+            cache_dir=cache_dir,
+            dataset_identity=ingested.dataset_identity,
+            patch_size=patch,
+            image_size=cfg.dataset.resolution,
+        ),
     )
-    return str(path)
+    # A path, or a URI the Train workers copy down (`local_copy`): no node needs a shared disk.
+    return location
 
 
 def perceptual_loss_weights(cfg: ExperimentConfig) -> list[str | None] | None:
@@ -57,12 +58,3 @@ def check_tokenizer_training(cfg: ExperimentConfig) -> None:
             "tokenizer.training.activation_checkpointing: the VA-VAE model has no checkpointed "
             "blocks; set it to false"
         )
-
-
-def use_gpu(setting: str) -> bool:
-    """`auto`: GPUs when the cluster has them. Never asks for GPUs the cluster lacks: a Train
-    run waiting for unsatisfiable resources retries forever instead of failing."""
-    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-    if setting == "yes" and not has_gpus:
-        raise RuntimeError("resources.use_gpu is `yes` but the Ray cluster has no GPUs")
-    return has_gpus and setting != "no"

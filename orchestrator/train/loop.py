@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from orchestrator.sweep import progress
+from orchestrator.sweep import resources as policy
 from orchestrator.sweep.tracking import RunLogger
 from orchestrator.train.batches import optimizer_steps, rank_iterator
 from orchestrator.train.engine import (
@@ -116,12 +117,23 @@ def _seeded_build(workload: Workload, stage_index: int, seed: int):
 def train_loop_per_worker(config: dict) -> dict:
     """Train one workload (tokenizer or generator) on this Ray Train worker; see module doc."""
     plan = TrainPlan.from_dict(config)
+    # Where Ray placed this worker, from start to end (a record only under simulated GPUs).
+    role, rank = f"{plan.workload} worker", ray.train.get_context().get_world_rank()
+    point = policy.point_id(plan.config())
+    policy.record_placement(role, point, rank=rank, phase="start")
+    outcome = _train_worker(plan)
+    policy.record_placement(role, point, rank=rank, phase="end")
+    return outcome
+
+
+def _train_worker(plan: TrainPlan) -> dict:
     cfg = plan.config()
     training = plan.training()
     hooks = plan.hooks()
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    # The worker's GPU (Ray sets CUDA_VISIBLE_DEVICES), or the CPU when GPUs are simulated.
+    device = torch.device("cpu") if policy.simulated() else ray.train.torch.get_device()
     workload = make_workload(plan, device, rank)
     logger = RunLogger.from_dict(plan.run_ref if rank == 0 else None, prefix=f"{plan.workload}/")
     stage_lengths = [stage.steps for stage in plan.stages]

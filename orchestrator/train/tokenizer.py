@@ -39,6 +39,7 @@ from torch import nn
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.schema import VFLossConfig
 from orchestrator.storage.models import autoencoder_kwargs
+from orchestrator.storage.store import local_copy
 from orchestrator.train.guard import SkippableAdam
 from orchestrator.train.plan import StagePlan
 from orchestrator.train.state import Extra
@@ -70,6 +71,9 @@ def build_foundation_model(
         return None
     if vf.foundation != "standin":
         return build_foundation(vf.foundation, weights=weights, input_norm=vf.input_norm)
+    if "://" in weights:  # stored on object storage: copy its directory (weights + sidecar) once
+        folder, name = weights.rsplit("/", 1)
+        weights = str(local_copy(folder) / name)
     if weights == RANDOM_INIT:
         timm_name = STANDIN_TIMM_NAME
         timm_kwargs = standin_timm_kwargs(image_size=resolution, patch_size=resolution // grid)
