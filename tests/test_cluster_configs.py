@@ -349,10 +349,12 @@ def test_rayjob_command_line_validates_with_the_cli(tmp_path, capsys):
     from orchestrator.frontier import main
 
     argv = shlex.split(the("RayJob")["spec"]["entrypoint"])[3:]
-    # The validator wants the dataset root to exist, as it will on the cluster.
+    # The preflight wants the dataset's layout (a class folder with an image in each split), as
+    # it will be on the cluster.
     imagenet = tmp_path / "imagenet"
     for split in ("train", "val"):
         (imagenet / split / "n01440764").mkdir(parents=True)
+        (imagenet / split / "n01440764" / "img.JPEG").write_bytes(b"not decoded by a dry run")
     mapped = []
     for arg in argv:
         if arg.startswith(SHARED_MOUNT + "/imagenet"):
