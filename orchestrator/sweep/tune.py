@@ -177,6 +177,8 @@ def stopped_points(grid, ctx: SweepContext) -> frozenset[str]:
     sweep = ctx.sweep_config()
     keys = set()
     for result in grid:
+        if result.config is None:  # a trial Tune created but never started: it has no run
+            continue
         metrics = result.metrics or {}
         if result.error is None and "point_done" not in metrics and not metrics.get("done"):
             cfg = build_config(sweep, trial_overrides(result.config), ctx.cli_overrides)
