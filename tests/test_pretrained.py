@@ -352,7 +352,7 @@ def test_micro_sweep_with_pretrained_tokenizer_and_generator(tmp_path):
         summary = json.loads(
             (storage / "generator_eval" / point.keys.generator_eval / "DONE.json").read_text()
         )
-        assert summary["metrics"]["fd_proxy"] > 0 and summary["num_samples"] == 40
+        assert summary["metrics"]["fd_proxy_40"] > 0 and summary["num_samples"] == 40
     # On the chart, the points are named by their files, not by VF settings they never had.
     header = (storage / "sweeps" / "pretrained_micro" / "frontier.csv").read_text().splitlines()[0]
     assert "pretrained" in header and "generator" in header and ",vf," not in header
