@@ -29,6 +29,20 @@ PYTHON = sys.executable
 import pytest  # noqa: E402
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports on 127.0.0.1: all sockets stay bound until every port is picked."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 class LocalRayHead:
     """One local head node with the Jobs API; `submit()` runs a job to the end and keeps its logs."""
 
@@ -52,24 +66,10 @@ class LocalRayHead:
         self.token = secrets.token_hex(24)
         # Short and under /tmp: Ray puts unix sockets in it (107-byte path limit).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ldmhead", dir="/tmp"))
-        self.ports = dict(zip(self.PORT_FLAGS, self._free_ports(len(self.PORT_FLAGS))))
+        self.ports = dict(zip(self.PORT_FLAGS, free_ports(len(self.PORT_FLAGS))))
         self.address = f"http://127.0.0.1:{self.ports['dashboard-port']}"
         self.log_path = self.temp_dir / "head.log"
         self.proc = None
-
-    @staticmethod
-    def _free_ports(count: int) -> list[int]:
-        """Distinct free ports: all sockets stay bound until every port is picked."""
-        import socket
-
-        socks = [socket.socket() for _ in range(count)]
-        try:
-            for sock in socks:
-                sock.bind(("127.0.0.1", 0))
-            return [sock.getsockname()[1] for sock in socks]
-        finally:
-            for sock in socks:
-                sock.close()
 
     def start(self, timeout: float = 180.0) -> LocalRayHead:
         import random

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from conftest import free_ports
 from mlflow import MlflowClient
 
 from orchestrator.sweep.tune import INTERRUPTED
@@ -38,17 +38,6 @@ def readme_commands() -> list[str]:
     block = re.search(r"```bash\n(.*?)```", after, re.S)
     assert block, "the README's tested block is gone"
     return [line for line in block.group(1).splitlines() if line.strip()]
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 # Ray's other fixed default ports (the dashboard agent's 52365, the client server's 10001, ...)

@@ -163,6 +163,11 @@ def import_tokenizer(cfg: ExperimentConfig, storage: Storage) -> None:
     tensors = {k: v.contiguous() for k, v in checkpoint.inference().items()}
     storage.write_bytes(save_safetensors(tensors), Artifacts.tokenizer_weights(key))
     source = {"uri": uri, "sha256": content_digest(uri), "layout": checkpoint.layout}
+    mark_imported(artifacts, storage, rel, source)
+
+
+def mark_imported(artifacts: Artifacts, storage: Storage, rel: str, source: dict) -> None:
+    """The `DONE.json` a training run would write, for a stage whose export came from a file."""
     artifacts.mark_done(
         rel,
         {
@@ -194,15 +199,7 @@ def import_generator(cfg: ExperimentConfig, storage: Storage) -> dict:
         "sha256": content_digest(uri),
         "latent_stats": cfg.generator.latent_stats_file if cfg.generator.latent_norm else None,
     }
-    artifacts.mark_done(
-        rel,
-        {
-            "export_dir": storage.uri_for(rel, EXPORT_DIR),
-            "metrics": {},
-            "steps": 0,
-            "pretrained": source,
-        },
-    )
+    mark_imported(artifacts, storage, rel, source)
     return stats
 
 
