@@ -13,6 +13,7 @@ from orchestrator.evaluation.pareto import (
     frontier_markdown,
     mark_front,
     pareto_mask,
+    frontier_figure,
     plot_frontier,
 )
 
@@ -115,3 +116,29 @@ def test_outputs(tmp_path):
         data, front, "rfd_proxy_500", "fd_proxy_500", tmp_path / "frontier.png", "t"
     )
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chart_reads_like_the_papers_figures():
+    """Colour by latent dim, filled = VF on, hollow = off; every label inside the frame (they
+    were cut at the right edge)."""
+    import matplotlib.pyplot as plt
+
+    data = rows()
+    front = mark_front(data, "rfd_proxy_500", "fd_proxy_500")
+    fig = frontier_figure(data, front, "rfd_proxy_500", "fd_proxy_500", "t")
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "Pareto front" in legend
+    expected = {
+        f"d={r.params['d']}, VF {'off' if r.params['vf'] == 'none' else 'on'}" for r in data
+    }
+    assert expected <= set(legend)
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    labels = [t for t in ax.texts if t.get_text()]
+    assert sorted(t.get_text() for t in labels) == sorted(r.label for r in data)
+    for text in labels:
+        box = text.get_window_extent(renderer)
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1, text.get_text()
+        assert frame.y0 <= box.y0 and box.y1 <= frame.y1, text.get_text()
+    plt.close(fig)

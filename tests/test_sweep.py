@@ -6,6 +6,7 @@ storage under tmp; assertions go through `MlflowClient` and the files the sweep 
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,9 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "frontier chart:" in result.stdout and "trials: 2 finished" in result.stdout
+    # The measured budget: the share of core-seconds spent inside steps and evaluation batches.
+    share = re.search(r"compute: (\d+)% of (\d+) cores", result.stdout)
+    assert share and 0 < int(share.group(1)) <= 100, result.stdout[-2000:]
 
     client = MlflowClient(mlflow_server.uri)
     parents, children = sweep_runs(client, "micro_a")
@@ -93,6 +97,13 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
     assert {c.data.params["tokenizer.vf.foundation"] for c in children} == {"none", "standin"}
     for child in children:
         assert child.data.params["tokenizer.arch.embed_dim"] == "4"
+        # Every stage's wall seconds and the unit-seconds it computed (sweep/budget.py).
+        for stage in ("tokenizer", "latent_cache", "generator", "generator_eval"):
+            assert child.data.metrics[f"time/{stage}_s"] > 0, stage
+            assert f"compute/{stage}_s" in child.data.metrics, stage
+        assert (
+            0 < child.data.metrics["compute/generator_s"] < child.data.metrics["time/generator_s"]
+        )
         for metric in ("tokenizer/nll", "generator/loss"):
             history = client.get_metric_history(child.info.run_id, metric)
             steps = [m.step for m in history]
@@ -114,7 +125,18 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
         assert "generator/samples.png" in artifacts
 
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"frontier.png", "frontier.csv", "frontier.md"} <= parent_artifacts
+    assert {"frontier.png", "frontier.csv", "frontier.md", "points"} <= parent_artifacts
+    # Each point's grids one click from the parent run; the frontier table is its description.
+    for folder in client.list_artifacts(parent.info.run_id, "points"):
+        grids = {
+            a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, folder.path)
+        }
+        assert grids == {"reconstructions.png", "samples.png"}, folder.path
+    assert len(client.list_artifacts(parent.info.run_id, "points")) == 2
+    assert "Frontier of `micro_a`" in parent.data.tags["mlflow.note.content"]
+    # Opens in MLflow's model-training view, not the GenAI traces overview.
+    experiment = client.get_experiment_by_name("micro_a")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     csv = (storage / "sweeps" / "micro_a" / "frontier.csv").read_text().splitlines()
     assert len(csv) == 3 and "on_front" in csv[0] and "fd_proxy_40" in csv[0].split(",")
 

@@ -47,7 +47,7 @@ from orchestrator.data.shards import (
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.models import autoencoder_kwargs, read_weights
 from orchestrator.storage.store import Storage
-from orchestrator.sweep import resources
+from orchestrator.sweep import budget, resources
 
 log = logging.getLogger("ldm_frontier.data")
 
@@ -199,9 +199,10 @@ def _encode_shards(
         },
         **chosen.ray_args,
     )
-    started, done = time.monotonic(), 0
+    started, done, computed = time.monotonic(), 0, 0.0
     for row in written.iter_rows():
         done += 1
+        computed += row["compute_s"]
         log.info(
             "latent cache: shard %d written (%d rows); %d/%d this run, %.1f s",
             row["shard"],
@@ -210,6 +211,7 @@ def _encode_shards(
             len(descriptors),
             time.monotonic() - started,
         )
+    budget.record(computed * chosen.units)
 
 
 # --------------------------------------------------------------------------------------------

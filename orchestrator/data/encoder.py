@@ -32,6 +32,7 @@ from orchestrator.data.shards import (
     to_storage,
 )
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import budget
 from workloads.vavae import AutoencoderKL, load_autoencoder_weights
 
 
@@ -103,6 +104,7 @@ class ShardEncoder:
         factor = self.model.downsample_factor
         self.latent_shape = (arch["embed_dim"], resolution // factor, resolution // factor)
         self.schema = shard_schema(self.latent_shape, cache_dtype, flip)
+        self.compute = budget.ComputeClock()
 
     def encode_shard(self, shard: dict) -> tuple[int, int]:
         """Decode, encode and write one shard (see `cache.shard_descriptors`); (id, rows)."""
@@ -110,7 +112,8 @@ class ShardEncoder:
         moments = ChannelMoments.empty(self.latent_shape[0])
         for start, images in self._decoded_batches(shard["path"], shard["row"]):
             stop = start + images.shape[0]
-            encoded = self.model_moments(images)
+            with self.compute:
+                encoded = self.model_moments(images)
             stored = {
                 name: to_storage(values, self.cache_dtype) for name, values in encoded.items()
             }
@@ -180,5 +183,13 @@ class RayShardEncoder(ShardEncoder):
         super().__init__(state_dict=ray.get(weights_ref), **kwargs)
 
     def __call__(self, descriptors: pa.Table) -> pa.Table:
+        before = self.compute.seconds
         written = [self.encode_shard(row) for row in descriptors.to_pylist()]
-        return pa.table({"shard": [s for s, _ in written], "rows": [n for _, n in written]})
+        return pa.table(
+            {
+                "shard": [s for s, _ in written],
+                "rows": [n for _, n in written],
+                # Seconds inside the encoder (decoding and writing are I/O): `sweep/budget.py`.
+                "compute_s": budget.per_row(self.compute.seconds - before, len(written)),
+            }
+        )

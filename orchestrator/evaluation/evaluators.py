@@ -104,9 +104,12 @@ def prepare_evaluator(
     found = {}
 
     def build(cache: Path) -> Path:
-        found["proxy"] = load_or_train_proxy(
-            Path(dataset_root), cache, dataset_key, resolution=resolution
-        )
+        from orchestrator.sweep.budget import computing_here
+
+        with computing_here():
+            found["proxy"] = load_or_train_proxy(
+                Path(dataset_root), cache, dataset_key, resolution=resolution
+            )
         return proxy_cache_dir(cache, dataset_key, resolution=resolution)
 
     _, location = storage.built_file(Artifacts.proxy_evaluator(dataset_key), build)

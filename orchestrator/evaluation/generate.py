@@ -35,7 +35,7 @@ from PIL import Image
 from orchestrator.config import ExperimentConfig, resolve
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
 from orchestrator.storage.store import Storage
-from orchestrator.sweep import resources
+from orchestrator.sweep import budget, resources
 from workloads.dit import LatentStats, LightningDiT_models, load_lightningdit_checkpoint
 from workloads.generation import RNG_SCHEME, class_labels, generate_chunk
 from workloads.samplers import SamplerSpec
@@ -231,8 +231,9 @@ def _generate_pending(
         },
         **chosen.ray_args,
     )
-    started = time.monotonic()
+    started, computed = time.monotonic(), 0.0
     for done, row in enumerate(written.iter_rows(), start=1):
+        computed += row["compute_s"]
         log.info(
             "samples: chunk %d written; %d/%d this run, %.1f s",
             row["start"],
@@ -240,6 +241,7 @@ def _generate_pending(
             len(pending),
             time.monotonic() - started,
         )
+    budget.record(computed * chosen.units)
 
 
 class ChunkGenerator:
@@ -281,23 +283,28 @@ class ChunkGenerator:
         self.spec = SamplerSpec.from_dict(self.plan["sampler"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        clock = budget.ComputeClock()
         for start, stop in zip(batch["start"].tolist(), batch["stop"].tolist()):
-            self.write_chunk(start, stop)
-        return {"start": batch["start"]}
+            self.write_chunk(start, stop, clock)
+        return {
+            "start": batch["start"],
+            "compute_s": budget.per_row(clock.seconds, len(batch["start"])),
+        }
 
-    def write_chunk(self, start: int, stop: int) -> None:
+    def write_chunk(self, start: int, stop: int, clock: budget.ComputeClock) -> None:
         indices = list(range(start, stop))
-        images, labels = generate_chunk(
-            self.dit,
-            self.tokenizer,
-            self.stats,
-            indices,
-            self.spec,
-            seed=self.plan["seed"],
-            num_classes=self.plan["num_classes"],
-            label_policy=self.plan["label_policy"],
-            latent_shape=self.plan["latent_shape"],
-        )
+        with clock:
+            images, labels = generate_chunk(
+                self.dit,
+                self.tokenizer,
+                self.stats,
+                indices,
+                self.spec,
+                seed=self.plan["seed"],
+                num_classes=self.plan["num_classes"],
+                label_policy=self.plan["label_policy"],
+                latent_shape=self.plan["latent_shape"],
+            )
         buffer = io.BytesIO()
         # Uncompressed: decoded samples barely compress and 50K of them are read back whole.
         np.savez(

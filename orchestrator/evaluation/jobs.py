@@ -9,6 +9,7 @@ FID only with Inception weights, and its label says how many samples (FID-10K, F
 from __future__ import annotations
 
 import io
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from orchestrator.evaluation.naming import fd_dinov2_enabled, reports_lpips
 from orchestrator.storage.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.storage.models import autoencoder_kwargs, read_weights
 from orchestrator.storage.store import Storage
-from orchestrator.sweep import resources
+from orchestrator.sweep import budget, resources
 
 # Bump when what a stored reference holds changes (v2: a seeded random precision/recall subset
 # across classes instead of the first rows of the class-ordered index).
@@ -33,12 +34,27 @@ GRID_IMAGES = 8
 GRID_SAMPLES = 64
 
 
-def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict, dict]:
-    """(pool strategy, per-actor Ray resources, actor plan) of an evaluation stage: at most the
-    trial's share of actors (`evaluation.num_workers`, default the whole share)."""
+def actor_pool(
+    cfg: ExperimentConfig,
+) -> tuple[ray.data.ActorPoolStrategy, dict, dict, resources.Pool]:
+    """(pool strategy, per-actor Ray resources, actor plan, the pool) of an evaluation stage: at
+    most the trial's share of actors (`evaluation.num_workers`, default the whole share)."""
     chosen = resources.pool(cfg, "evaluation", cfg.evaluation.num_workers)
     actor = {"threads": chosen.threads, "device": chosen.device, "point": resources.point_id(cfg)}
-    return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor
+    return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor, chosen
+
+
+def gather_columns(scored: ray.data.Dataset, units: float) -> dict[str, np.ndarray]:
+    """Every column of an actor pool's output, in order; its `compute_s` (seconds inside the
+    actors' batches) goes to the running point's budget as unit-seconds."""
+    columns: dict[str, list[np.ndarray]] = {}
+    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        for name, values in batch.items():
+            columns.setdefault(name, []).append(values)
+    data = {name: np.concatenate(parts) for name, parts in columns.items()}
+    if "compute_s" in data:
+        budget.record(float(data.pop("compute_s").sum()) * units)
+    return data
 
 
 def image_seed(seed: int, image_id: str) -> np.random.Generator:
@@ -85,6 +101,7 @@ class ReconstructionScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from workloads.metrics.reconstruction import lpips_distance, psnr, ssim
 
+        began = time.perf_counter()
         x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
         posterior = self.tokenizer.encode(x)
         rngs = [image_seed(self.seed, str(i)) for i in batch["image_id"]]
@@ -112,6 +129,7 @@ class ReconstructionScorer:
         if self.dinov2 is not None:
             out["fd_orig"] = self.dinov2(x).cpu().numpy()
             out["fd_rec"] = self.dinov2(rec.clamp(-1, 1)).cpu().numpy()
+        out["compute_s"] = budget.per_row(time.perf_counter() - began, len(x))
         return out
 
 
@@ -141,7 +159,7 @@ def evaluate_tokenizer(
         return artifacts.read_done(rel)
     ev = cfg.evaluation
     tensors, sha = read_weights(tokenizer_weights)
-    compute, ray_args, actor = actor_pool(cfg)
+    compute, ray_args, actor, chosen = actor_pool(cfg)
     plan = {
         **actor,
         "autoencoder": autoencoder_kwargs(cfg),
@@ -163,11 +181,7 @@ def evaluate_tokenizer(
         batch_format="numpy",
         **ray_args,
     )
-    columns: dict[str, list[np.ndarray]] = {}
-    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        for name, values in batch.items():
-            columns.setdefault(name, []).append(values)
-    data = {name: np.concatenate(parts) for name, parts in columns.items()}
+    data = gather_columns(scored, chosen.units)
     count = len(data["psnr"])
     if count < ev.tokenizer_num_images:
         # Metric names carry the count the config asks for (`rfid_50k`); never report fewer.
@@ -299,7 +313,10 @@ class FeatureScorer:
         else:
             images = to_uint8_nhwc(torch.from_numpy(np.ascontiguousarray(batch["image"])))
             labels = batch["label"]
-        return {**self.features(images), "label": labels}
+        began = time.perf_counter()
+        features = self.features(images)
+        compute = budget.per_row(time.perf_counter() - began, len(labels))
+        return {**features, "label": labels, "compute_s": compute}
 
 
 def collect_features(
@@ -309,7 +326,7 @@ def collect_features(
     storage: Storage,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
-    compute, ray_args, actor = actor_pool(cfg)
+    compute, ray_args, actor, chosen = actor_pool(cfg)
     plan = {
         **actor,
         "evaluator": evaluator.__dict__,
@@ -323,11 +340,7 @@ def collect_features(
         batch_format="numpy",
         **ray_args,
     )
-    columns: dict[str, list[np.ndarray]] = {}
-    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        for name, values in batch.items():
-            columns.setdefault(name, []).append(values)
-    return {name: np.concatenate(parts) for name, parts in columns.items()}
+    return gather_columns(scored, chosen.units)
 
 
 @dataclass(frozen=True)

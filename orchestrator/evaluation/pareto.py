@@ -117,7 +117,19 @@ def frontier_markdown(
 def plot_frontier(
     rows: Sequence[FrontierRow], front: Sequence[bool], x: str, y: str, path: Path, title: str
 ) -> Path:
-    """Scatter of every point, the front joined and highlighted, each point labelled."""
+    import matplotlib.pyplot as plt
+
+    fig = frontier_figure(rows, front, x, y, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def frontier_figure(rows: Sequence[FrontierRow], front: Sequence[bool], x: str, y: str, title: str):
+    """Every point coloured by its latent dim and marked by its VF setting (as the paper's
+    figures read: filled = VF loss on, hollow = off), the Pareto front joined, each point
+    labelled inside the frame."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,22 +138,62 @@ def plot_frontier(
     fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
     xs = [r.metrics.get(x, math.nan) for r in rows]
     ys = [r.metrics.get(y, math.nan) for r in rows]
-    off = [i for i, on in enumerate(front) if not on]
-    on = sorted((i for i, f in enumerate(front) if f), key=lambda i: xs[i])
-    ax.scatter([xs[i] for i in off], [ys[i] for i in off], c="#9aa5b1", s=40, label="dominated")
-    ax.plot([xs[i] for i in on], [ys[i] for i in on], "-o", c="#d1495b", ms=8, label="Pareto front")
-    for i, row in enumerate(rows):
-        if math.isfinite(xs[i]) and math.isfinite(ys[i]):
+    shown = [i for i in range(len(rows)) if math.isfinite(xs[i]) and math.isfinite(ys[i])]
+    dims = sorted({r.params.get("d") for r in rows}, key=lambda d: (d is None, str(d).zfill(8)))
+    palette = plt.get_cmap("viridis")
+    colour = {d: palette(k / max(1, len(dims) - 1) * 0.9) for k, d in enumerate(dims)}
+    for d in dims:
+        for vf_on in (False, True):
+            idx = [i for i in shown if rows[i].params.get("d") == d and _vf_on(rows[i]) == vf_on]
+            if idx:
+                ax.scatter(
+                    [xs[i] for i in idx],
+                    [ys[i] for i in idx],
+                    s=55,
+                    marker="o",
+                    facecolors=colour[d] if vf_on else "none",
+                    edgecolors=colour[d],
+                    linewidths=1.6,
+                    label=f"d={d}, VF {'on' if vf_on else 'off'}",
+                    zorder=3,
+                )
+    on = sorted((i for i in shown if front[i]), key=lambda i: xs[i])
+    ax.plot([xs[i] for i in on], [ys[i] for i in on], "-", c="#d1495b", lw=1.2, zorder=2)
+    ax.scatter(
+        [xs[i] for i in on],
+        [ys[i] for i in on],
+        s=160,
+        facecolors="none",
+        edgecolors="#d1495b",
+        linewidths=1.0,
+        label="Pareto front",
+        zorder=2,
+    )
+    ax.margins(x=0.08, y=0.1)
+    # Labels grow toward the frame's inside: left of points in the right half, so none is cut.
+    if shown:
+        ax.figure.canvas.draw()
+        mid = sum(ax.get_xlim()) / 2
+        for i in shown:
+            right_half = xs[i] > mid
             ax.annotate(
-                row.label, (xs[i], ys[i]), textcoords="offset points", xytext=(5, 4), fontsize=7
+                rows[i].label,
+                (xs[i], ys[i]),
+                textcoords="offset points",
+                xytext=(-6 if right_half else 6, 5),
+                ha="right" if right_half else "left",
+                fontsize=7,
+                annotation_clip=True,
             )
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def _vf_on(row: FrontierRow) -> bool:
+    """VF loss on for this point (a pretrained tokenizer has no VF setting: shown as off)."""
+    return str(row.params.get("vf", "none")) != "none"

@@ -8,7 +8,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.config import ExperimentConfig, SweepConfig, build_config, point_label
+from orchestrator.config import (
+    ExperimentConfig,
+    SweepConfig,
+    build_config,
+    point_label,
+    stage_keys,
+)
 from orchestrator.evaluation.pareto import (
     FrontierRow,
     frontier_axes,
@@ -17,6 +23,7 @@ from orchestrator.evaluation.pareto import (
     mark_front,
     plot_frontier,
 )
+from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
 from orchestrator.sweep.plan import table
 from workloads.metrics.names import METRICS, axis_label, is_known, parse_metric
@@ -60,8 +67,11 @@ def trial_overrides(config: dict) -> dict:
     return {**config.get("point", {}).get("overrides", {}), **config.get("overrides", {})}
 
 
-def collect_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> list[FrontierRow]:
-    """One row per finished trial (failed or unfinished trials are left out)."""
+def collect_rows(
+    sweep: SweepConfig, cli_overrides: dict, grid
+) -> list[tuple[FrontierRow, ExperimentConfig]]:
+    """One row (with its resolved config) per finished trial; failed or unfinished trials are
+    left out."""
     rows = []
     for result in grid:
         metrics = result.metrics or {}
@@ -70,8 +80,35 @@ def collect_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> list[Frontier
         cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
         # Every metric of the table (timings and bookkeeping keys are not frontier columns).
         values = {k: float(v) for k, v in metrics.items() if is_known(k)}
-        rows.append(FrontierRow(point_label(cfg), frontier_params(cfg), values))
-    return sorted(rows, key=lambda r: tuple(str(r.params.get(k)).zfill(8) for k in PARAM_COLUMNS))
+        rows.append((FrontierRow(point_label(cfg), frontier_params(cfg), values), cfg))
+    return sorted(
+        rows, key=lambda rc: tuple(str(rc[0].params.get(k)).zfill(8) for k in PARAM_COLUMNS)
+    )
+
+
+def point_grids(cfg: ExperimentConfig) -> dict[str, str]:
+    """Storage paths of a point's picture grids: reconstructions and generated samples."""
+    keys = stage_keys(cfg)
+    return {
+        "reconstructions.png": f"{Artifacts.tokenizer_eval(keys.tokenizer_eval)}/reconstructions.png",
+        "samples.png": f"{Artifacts.generator_eval(keys.generator_eval)}/samples.png",
+    }
+
+
+def log_point_grids(
+    client, run_id: str, storage: Storage, rows: list[tuple[FrontierRow, ExperimentConfig]]
+) -> None:
+    """Every point's grids onto the parent run (`points/<label>/`): one click from the chart."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for row, cfg in rows:
+            if not cfg.tracking.log_images:
+                continue
+            folder = Path(tmp) / row.label.replace(" ", "_").replace("/", "-")
+            folder.mkdir()
+            for name, rel in point_grids(cfg).items():
+                if storage.exists(rel):
+                    (folder / name).write_bytes(storage.read_bytes(rel))
+            client.log_artifacts(run_id, str(folder), f"points/{folder.name}")
 
 
 def terminal_table(rows: list[FrontierRow], front: list[bool], metrics: list[str]) -> str:
@@ -88,7 +125,8 @@ def _fmt(value: float) -> str:
 
 
 def write_frontier(sweep, ctx, storage: Storage, run_name: str, grid, client) -> FrontierSummary:
-    rows = collect_rows(sweep, ctx.cli_overrides, grid)
+    collected = collect_rows(sweep, ctx.cli_overrides, grid)
+    rows = [row for row, _ in collected]
     x, y = frontier_axes(rows, sweep.frontier.x, sweep.frontier.y)
     front = mark_front(rows, x, y)
     present = sorted({m for r in rows for m in r.metrics}, key=metric_order)
@@ -106,6 +144,9 @@ def write_frontier(sweep, ctx, storage: Storage, run_name: str, grid, client) ->
         for name in ("frontier.png", "frontier.csv", "frontier.md"):
             storage.write_bytes((local / name).read_bytes(), "sweeps", run_name, name)
             client.log_artifact(ctx.parent_run_id, str(local / name))
+    log_point_grids(client, ctx.parent_run_id, storage, collected)
+    # The run page's description: the frontier table, read without opening an artifact.
+    client.set_tag(ctx.parent_run_id, "mlflow.note.content", markdown)
     client.log_metric(ctx.parent_run_id, "points", float(len(rows)))
     client.log_metric(ctx.parent_run_id, "points_on_front", float(sum(front)))
     return FrontierSummary(

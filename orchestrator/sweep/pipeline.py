@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from orchestrator.config import (
 from orchestrator.evaluation.evaluators import EvaluatorSpec, prepare_evaluator
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
-from orchestrator.sweep import progress, resources
+from orchestrator.sweep import budget, progress, resources
 from orchestrator.sweep.locks import stage_lock
 from orchestrator.sweep.tracking import RunLogger, RunRef
 
@@ -136,93 +135,109 @@ def run_point(
     log_json(logger, dump_yaml(cfg), "resolved_config.yaml", "config")
     ref = run_ref.to_dict() if run_ref else None
 
-    clock = StageClock()
+    with budget.point_ledger() as ledger:
 
-    def stage(title: str) -> None:
-        clock.start(title)
-        progress.post(name, state="running", stage=title, step=None, total=None)
-        log.info("%s: %s", name, title)
+        def stage(title: str) -> None:
+            ledger.start(title)
+            progress.post(name, state="running", stage=title, step=None, total=None)
+            log.info("%s: %s", name, title)
 
-    try:
-        stage("ingest")
-        shared = prepare_shared(cfg, storage)
-        cfg = with_dataset_classes(cfg, shared.ingested)
-        keys = stage_keys(cfg)
-        resources.record_placement("trial", resources.point_id(cfg), phase="start")
-        logger.set_tags({f"ldm.key.{part}": key for part, key in keys.as_dict().items()})
+        try:
+            stage("ingest")
+            shared = prepare_shared(cfg, storage)
+            cfg = with_dataset_classes(cfg, shared.ingested)
+            keys = stage_keys(cfg)
+            resources.record_placement("trial", resources.point_id(cfg), phase="start")
+            logger.set_tags({f"ldm.key.{part}": key for part, key in keys.as_dict().items()})
 
-        stage("tokenizer")
-        with stage_lock(keys.tokenizer):
-            if cfg.tokenizer.pretrained is not None:
-                import_tokenizer(cfg, storage)
-            else:
-                train_tokenizer(
-                    cfg, storage, shared.ingested, run_ref=ref, callbacks=callbacks, progress=name
-                )
-        tokenizer_weights = storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
-
-        stage("tokenizer eval")
-        with stage_lock(keys.tokenizer_eval):
-            recon = evaluate_tokenizer(
-                cfg, storage, shared.ingested, tokenizer_weights, shared.evaluator
-            )
-        logger.log_metrics(recon["metrics"])
-        if cfg.tracking.log_images:
-            log_stored_file(logger, storage, recon["grid"], "tokenizer")
-        log_json(logger, recon["spec"], "tokenizer_eval_spec.json", "tokenizer")
-
-        manifest = None
-        if cfg.generator.pretrained is None:
-            stage("latent cache")
-            identity = tokenizer_identity(keys.tokenizer, tokenizer_weights)
-            with stage_lock(keys.cache):
-                manifest = build_latent_cache(
-                    cfg, storage, shared.ingested, tokenizer_weights, identity
-                )
-
-        stage("generator")
-        train = dict(run_ref=ref, callbacks=callbacks, progress=name)
-        with stage_lock(keys.generator):
-            if manifest is None:
-                # A generator from outside brings its latent statistics: no cache, no training.
-                latent_stats = import_generator(cfg, storage)
-            else:
-                latent_stats = manifest.latent_stats(
-                    cfg.generator.latent_multiplier, cfg.generator.latent_norm
-                ).to_dict()
-                for step in intermediate_steps(cfg) if on_intermediate is not None else []:
-                    metrics = generator_round(
-                        cfg, storage, shared, manifest, step, tokenizer_weights, latent_stats, train
+            stage("tokenizer")
+            with stage_lock(keys.tokenizer):
+                if cfg.tokenizer.pretrained is not None:
+                    import_tokenizer(cfg, storage)
+                else:
+                    train_tokenizer(
+                        cfg,
+                        storage,
+                        shared.ingested,
+                        run_ref=ref,
+                        callbacks=callbacks,
+                        progress=name,
                     )
-                    if metrics is not None:
-                        logger.log_metrics({"fd_intermediate": metrics["fd_intermediate"]}, step)
-                        on_intermediate(metrics)
-                train_generator(cfg, storage, manifest, **train)
+            tokenizer_weights = storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
 
-        stage("generator eval")
-        with stage_lock(keys.generator_eval):
-            gen = evaluate_generator(
-                cfg,
-                storage,
-                shared.ingested,
-                generator_weights=storage.uri_for(Artifacts.generator_ema_weights(keys.generator)),
-                tokenizer_weights=tokenizer_weights,
-                latent_stats=latent_stats,
-                evaluator=shared.evaluator,
+            stage("tokenizer eval")
+            with stage_lock(keys.tokenizer_eval):
+                recon = evaluate_tokenizer(
+                    cfg, storage, shared.ingested, tokenizer_weights, shared.evaluator
+                )
+            logger.log_metrics(recon["metrics"])
+            if cfg.tracking.log_images:
+                log_stored_file(logger, storage, recon["grid"], "tokenizer")
+            log_json(logger, recon["spec"], "tokenizer_eval_spec.json", "tokenizer")
+
+            manifest = None
+            if cfg.generator.pretrained is None:
+                stage("latent cache")
+                identity = tokenizer_identity(keys.tokenizer, tokenizer_weights)
+                with stage_lock(keys.cache):
+                    manifest = build_latent_cache(
+                        cfg, storage, shared.ingested, tokenizer_weights, identity
+                    )
+
+            stage("generator")
+            train = dict(run_ref=ref, callbacks=callbacks, progress=name)
+            with stage_lock(keys.generator):
+                if manifest is None:
+                    # A generator from outside brings its latent statistics: no cache, no training.
+                    latent_stats = import_generator(cfg, storage)
+                else:
+                    latent_stats = manifest.latent_stats(
+                        cfg.generator.latent_multiplier, cfg.generator.latent_norm
+                    ).to_dict()
+                    for step in intermediate_steps(cfg) if on_intermediate is not None else []:
+                        metrics = generator_round(
+                            cfg,
+                            storage,
+                            shared,
+                            manifest,
+                            step,
+                            tokenizer_weights,
+                            latent_stats,
+                            train,
+                        )
+                        if metrics is not None:
+                            logger.log_metrics(
+                                {"fd_intermediate": metrics["fd_intermediate"]}, step
+                            )
+                            on_intermediate(metrics)
+                    train_generator(cfg, storage, manifest, **train)
+
+            stage("generator eval")
+            with stage_lock(keys.generator_eval):
+                gen = evaluate_generator(
+                    cfg,
+                    storage,
+                    shared.ingested,
+                    generator_weights=storage.uri_for(
+                        Artifacts.generator_ema_weights(keys.generator)
+                    ),
+                    tokenizer_weights=tokenizer_weights,
+                    latent_stats=latent_stats,
+                    evaluator=shared.evaluator,
+                )
+            logger.log_metrics(gen["metrics"])
+            logger.set_tags(
+                {f"ldm.label.{k}": v for k, v in {**recon["labels"], **gen["labels"]}.items()}
             )
-        logger.log_metrics(gen["metrics"])
-        logger.set_tags(
-            {f"ldm.label.{k}": v for k, v in {**recon["labels"], **gen["labels"]}.items()}
-        )
-        if cfg.tracking.log_images:
-            log_stored_file(logger, storage, gen["grid"], "generator")
-        log_json(logger, gen["spec"], "eval_spec.json", "generator")
-    except BaseException:
-        progress.post(name, state="failed")
-        raise
-    timings = clock.stop()
+            if cfg.tracking.log_images:
+                log_stored_file(logger, storage, gen["grid"], "generator")
+            log_json(logger, gen["spec"], "eval_spec.json", "generator")
+        except BaseException:
+            progress.post(name, state="failed")
+            raise
+    timings = ledger.stop()
     logger.log_metrics(timings)
-    log.info("%s: stage seconds %s", name, timings)
+    log.info("%s: stage seconds (wall, compute) %s", name, timings)
     progress.post(name, state="done", stage="done")
     resources.record_placement("trial", resources.point_id(cfg), phase="end")
     return {**recon["metrics"], **gen["metrics"], **timings}
@@ -284,22 +299,3 @@ def generator_round(
         latent_stats=latent_stats,
         evaluator=shared.evaluator,
     )
-
-
-class StageClock:
-    """Wall seconds per stage (`time/<stage>_s`): where a point's time went, stage by stage."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._current: tuple[str, float] | None = None
-
-    def start(self, title: str) -> None:
-        self.stop()
-        self._current = (title, time.perf_counter())
-
-    def stop(self) -> dict[str, float]:
-        if self._current is not None:
-            title, began = self._current
-            self.seconds[f"time/{title.replace(' ', '_')}_s"] = time.perf_counter() - began
-            self._current = None
-        return dict(self.seconds)

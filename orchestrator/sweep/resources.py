@@ -139,6 +139,11 @@ class Share:
     def per_slot(self) -> dict[str, float]:
         return {"CPU": self.cpus, **({"GPU": 1.0} if self.gpu else {})}
 
+    @property
+    def units(self) -> float:
+        """Compute units of one slot (`sweep/budget.py`): its GPU, else its CPUs."""
+        return 1.0 if self.gpu else self.cpus
+
     def footprint(self, driver_cpus: float) -> dict[str, float]:
         """The most a trial holds at any moment: its driver plus its full share."""
         return {
@@ -161,6 +166,8 @@ class Pool:
     ray_args: dict
     device: str
     threads: int
+    # Compute units of one actor (`sweep/budget.py`): its GPU, else its CPUs.
+    units: float
 
 
 def pool(
@@ -172,7 +179,7 @@ def pool(
     size = max(1, min(requested or s.slots, s.slots, items or s.slots))
     ray_args = {"num_cpus": s.cpus, **({"num_gpus": 1} if s.gpu else {})}
     record_placement("pool", point_id(cfg), stage=stage, size=size, per_actor=ray_args)
-    return Pool(size, ray_args, device(s.gpu), max(1, int(s.cpus)))
+    return Pool(size, ray_args, device(s.gpu), max(1, int(s.cpus)), s.units)
 
 
 def concurrent_trials(

@@ -31,6 +31,7 @@ from orchestrator.config.loading import ConfigError, from_dict
 from orchestrator.evaluation.naming import resolve_metric
 from orchestrator.evaluation.report import trial_overrides, write_frontier
 from orchestrator.storage.store import Storage, local_cache_root
+from orchestrator.sweep import budget
 from orchestrator.sweep.rerun import TUNE_DIR, check_rerun, sweep_settings
 from orchestrator.sweep.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
 
@@ -65,13 +66,20 @@ class SweepContext:
 # --------------------------------------------------------------------------------------------
 # MLflow: experiment, parent run (one per sweep), child run (one per point)
 # --------------------------------------------------------------------------------------------
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+
+
 def ensure_experiment(client, name: str, location: str | None) -> str:
     # MlflowClient.create_experiment, not mlflow.set_experiment: the latter sets
     # MLFLOW_EXPERIMENT_ID in os.environ, which silently redirects later Ray MLflow helpers.
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=location)
+    # MLflow 3 opens an experiment in the view its kind names; without the tag the UI guesses,
+    # and an experiment of nested runs and metrics opened in the GenAI traces overview.
+    return client.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
+    )
 
 
 def find_or_create_parent(
@@ -234,6 +242,9 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     # (2 s by default); a short CPU run pays that wait at every checkpoint and at every end.
     # Workers of the local instance inherit this process's environment.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # Nothing drains or preempts the nodes of a private local instance: no watcher actor (a
+    # process polling every 5 s) beside every Train run.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ray.init(
         address="local",
         # With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (frontier.loopback_only) nothing listens
@@ -363,7 +374,9 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     parent_id = ctx.parent_run_id
     with console_to(log_file_of(storage, run_name)) as terminal:
         try:
-            grid = run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal)
+            grid, shared_compute = run_trials(
+                sweep, points, ctx, base, storage, run_name, resume, terminal
+            )
         except KeyboardInterrupt:  # before Tune took over Ctrl+C: preparing the shared inputs
             grid = None
     outcome = None if grid is None else trial_outcomes(grid, planned_trials(sweep, points))
@@ -389,9 +402,10 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     for result in grid:
         if result.error is not None:
             print(f"failed trial: {result.path} ({type(result.error).__name__})", flush=True)
-    minutes = (time.time() - started) / 60
+    wall = time.time() - started
     counts = ", ".join(f"{n} {state}" for state, n in outcome.items() if n)
-    print(f"wall time: {minutes:.1f} min; trials: {counts}", flush=True)
+    print(f"wall time: {wall / 60:.1f} min; trials: {counts}", flush=True)
+    print(compute_line(grid, shared_compute, wall, client, parent_id), flush=True)
     experiment = client.get_experiment(ctx.experiment_id).name
     if ctx.tracking_uri.startswith("http"):
         print(f"MLflow: open {ctx.tracking_uri} (experiment `{experiment}`)", flush=True)
@@ -403,6 +417,26 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
         print(INTERRUPTED, flush=True)
         return 130
     return 1 if outcome["failed"] else 0
+
+
+def compute_line(grid, shared_compute: float, wall: float, client, parent_id: str) -> str:
+    """The share of the cluster's unit-seconds spent computing in this run (`sweep/budget.py`),
+    logged onto the parent run too."""
+    import ray
+
+    from orchestrator.sweep import resources
+
+    trials = sum(budget.total_compute(r.metrics or {}) for r in grid)
+    computed = shared_compute + trials
+    units = ray.cluster_resources().get("GPU" if resources.cluster_gpus() else "CPU", 1.0)
+    share = budget.compute_share(computed, wall, units)
+    client.log_metric(parent_id, "compute_share", share)
+    client.log_metric(parent_id, "compute_unit_s", computed)
+    kind = "GPU" if resources.cluster_gpus() else "core"
+    return (
+        f"compute: {share:.0%} of {units:g} {kind}s x {wall:.0f} s went into steps and "
+        f"evaluation batches ({computed:.0f} {kind}-s; the rest: start-up, scheduling, I/O, waits)"
+    )
 
 
 def log_file_of(storage: Storage, run_name: str) -> Path:
@@ -461,11 +495,14 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
     board = create_board(planned_trials(sweep, points))
     print("preparing the shared inputs: ingest, stand-in ViT, evaluator", file=terminal)
     with LiveView(board, stream=terminal):
-        for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
-            pipeline.prepare_shared(cfg, storage)
+        with budget.point_ledger() as shared:
+            shared.start("shared inputs")
+            for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
+                pipeline.prepare_shared(cfg, storage)
+        log.info("shared inputs: (wall, compute) %s", shared.stop())
         grid = make_tuner(sweep, points, ctx, base, storage, run_name, resume).fit()
     del locks
-    return grid
+    return grid, budget.total_compute(shared.stop())
 
 
 def make_tuner(sweep, points, ctx, base, storage, run_name, resume):

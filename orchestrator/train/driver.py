@@ -20,6 +20,7 @@ from orchestrator.config import ExperimentConfig, stage_keys, to_dict
 from orchestrator.data.stream import StreamLayout, TrainStream
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
+from orchestrator.sweep import budget
 from orchestrator.sweep import resources as policy
 from orchestrator.train.guard import NonFiniteError
 from orchestrator.train.hooks import DebugHooks
@@ -298,6 +299,8 @@ def fit_stage(
                 raise failure from err
         raise
     outcome = result.return_value
+    # Seconds inside steps over all ranks, each rank holding one slot of the share.
+    budget.record(outcome["compute_s"] * share.units)
     # A rerun that only had to export (its last checkpoint was the end) trained no step: the
     # metrics are then those of that checkpoint.
     metrics = outcome["metrics"] or result.metrics or {}

@@ -19,22 +19,28 @@ def foundation_weights(cfg: ExperimentConfig, storage: Storage, ingested) -> str
         return vf.weights
     if vf.foundation != "standin":
         return "hub"
-    from workloads.standin import train_standin_vit
-
     grid = latent_grid(cfg)
     patch = cfg.dataset.resolution // grid
     _, location = storage.built_file(
         Artifacts.standin(stage_keys(cfg).dataset, patch),
-        lambda cache_dir: train_standin_vit(
+        lambda cache_dir: _train_standin(cache_dir, ingested, patch, cfg.dataset.resolution),
+    )
+    # A path, or a URI the Train workers copy down (`local_copy`): no node needs a shared disk.
+    return location
+
+
+def _train_standin(cache_dir, ingested, patch: int, resolution: int):
+    from orchestrator.sweep.budget import computing_here
+    from workloads.standin import train_standin_vit
+
+    with computing_here():
+        return train_standin_vit(
             dataset_root=ingested.root,
             cache_dir=cache_dir,
             dataset_identity=ingested.dataset_identity,
             patch_size=patch,
-            image_size=cfg.dataset.resolution,
-        ),
-    )
-    # A path, or a URI the Train workers copy down (`local_copy`): no node needs a shared disk.
-    return location
+            image_size=resolution,
+        )
 
 
 def perceptual_loss_weights(cfg: ExperimentConfig) -> list[str | None] | None:

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from orchestrator.sweep import progress
 from orchestrator.sweep import resources as policy
+from orchestrator.sweep.budget import ComputeClock
 from orchestrator.sweep.tracking import RunLogger
 from orchestrator.train.batches import optimizer_steps, rank_iterator
 from orchestrator.train.engine import (
@@ -180,7 +181,12 @@ def _train_worker(plan: TrainPlan) -> dict:
             reporter.restart_clock(state.global_step)
             stopped = _run_stage(plan, workload, session, state, data, reporter, hooks, rank)
             if stopped:
-                return {"completed": False, "steps": state.global_step, "metrics": reporter.last}
+                return {
+                    "completed": False,
+                    "steps": state.global_step,
+                    "metrics": reporter.last,
+                    "compute_s": reporter.compute_total(),
+                }
             last_stage = state.stage_index == len(plan.stages) - 1
             # Every rank builds the next stage's model from these weights; after the last
             # stage only rank 0 (the exporter) needs them.
@@ -213,6 +219,7 @@ def _train_worker(plan: TrainPlan) -> dict:
         "skipped_steps": state.skipped_steps,
         "metrics": reporter.last,
         "export_dir": export_uri,
+        "compute_s": reporter.compute_total(),
     }
 
 
@@ -229,22 +236,24 @@ def _run_stage(plan, workload, session, state, data, reporter, hooks, rank) -> b
         step = state.global_step + 1
         hooks.maybe_kill(step, rank)
         group = next(data)
-        guard.begin()
-        term_sums: dict[str, torch.Tensor] = defaultdict(
-            lambda: torch.zeros((), device=engine.device)
-        )
-        for batch in group:
-            loss, terms = workload.loss(
-                engine, batch, state.stage_index, state.stage_step, state.global_step
+        # Compute: the step itself (forward, backward, update, EMA), not reading its batches.
+        with reporter.compute:
+            guard.begin()
+            term_sums: dict[str, torch.Tensor] = defaultdict(
+                lambda: torch.zeros((), device=engine.device)
             )
-            loss = hooks.poison(step, rank, loss, terms)
-            terms["loss"] = loss.detach()
-            guard.observe(terms)
-            engine.backward(loss)
-            for name, value in terms.items():
-                term_sums[name] += value.detach().float()
-        if guard.step(engine, step):
-            workload.after_update(engine)
+            for batch in group:
+                loss, terms = workload.loss(
+                    engine, batch, state.stage_index, state.stage_step, state.global_step
+                )
+                loss = hooks.poison(step, rank, loss, terms)
+                terms["loss"] = loss.detach()
+                guard.observe(terms)
+                engine.backward(loss)
+                for name, value in terms.items():
+                    term_sums[name] += value.detach().float()
+            if guard.step(engine, step):
+                workload.after_update(engine)
         state.global_step = step
         state.stage_step += 1
         state.skipped_steps = guard.skipped_steps
@@ -298,6 +307,14 @@ class Reporter:
         self.world_size = world_size
         self.last: dict = {}
         self._since, self._since_step = time.perf_counter(), resumed_from
+        # Seconds inside optimizer steps on this rank (`orchestrator/sweep/budget.py`).
+        self.compute = ComputeClock()
+
+    def compute_total(self) -> float:
+        """Seconds inside steps summed over the ranks (collective: every rank calls it)."""
+        total = torch.tensor([self.compute.seconds], dtype=torch.float64)
+        dist.all_reduce(total)
+        return float(total.item())
 
     def restart_clock(self, step: int) -> None:
         """Throughput counts from here (engine set-up and restore are not training time)."""
