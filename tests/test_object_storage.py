@@ -58,6 +58,8 @@ def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint, monkeypatch)
     import boto3
     from mlflow import MlflowClient
 
+    from orchestrator.sweep.tune import INTERRUPTED
+
     for name, value in s3_env(s3_endpoint).items():
         monkeypatch.setenv(name, value)
     env = {**os.environ, "LDM_CACHE_DIR": str(tmp_path / "cache")}
@@ -85,16 +87,26 @@ def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint, monkeypatch)
     first = subprocess.Popen(
         cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    # Ctrl+C once the latent cache is in the bucket: the generator stages are left to resume.
+    # SIGTERM (what `ray job stop` and Kubernetes send) once the latent cache is in the bucket,
+    # as the generator starts: it ends like Ctrl+C, and the generator stages are left to resume.
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and first.poll() is None:
         if any(k.endswith("DONE.json") for k in keys(s3, "sweeps-root/caches/")):
-            first.send_signal(signal.SIGINT)
+            first.send_signal(signal.SIGTERM)
             break
         time.sleep(1.0)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 130, out[-4000:]
+    assert INTERRUPTED in out and "Traceback" not in out, out[-4000:]
     assert not keys(s3, "sweeps-root/generator_eval/")
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("s3sweep").experiment_id
+    runs = client.search_runs([experiment])
+    # The parent and the stopped point read KILLED (a stop, not a failure).
+    assert sorted((r.data.tags.get("ldm.role"), r.info.status) for r in runs) == [
+        ("parent", "KILLED"),
+        ("point", "KILLED"),
+    ]
 
     second = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
@@ -110,8 +122,8 @@ def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint, monkeypatch)
     artifacts = [k for k in stored if k.startswith("sweeps-root/mlflow/artifacts/")]
     assert any(k.endswith("resolved_config.yaml") for k in artifacts)
     assert any(k.endswith(".png") for k in artifacts)
-    client = MlflowClient(tracking)
-    runs = client.search_runs([client.get_experiment_by_name("s3sweep").experiment_id])
+    runs = client.search_runs([experiment])
+    # The resume finished the same parent and point runs: no duplicates.
     assert sorted(r.data.tags.get("ldm.role") for r in runs) == ["parent", "point"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     # Nothing written to the working directory; the local cache holds only copies and logs.

@@ -10,10 +10,10 @@ from orchestrator.evaluation.pareto import (
     FrontierRow,
     frontier_axes,
     frontier_csv,
+    frontier_figure,
     frontier_markdown,
     mark_front,
     pareto_mask,
-    frontier_figure,
     plot_frontier,
 )
 

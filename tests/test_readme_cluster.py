@@ -8,6 +8,8 @@ Substituted, as the comment above that block says: the two ports (free ones here
 other services; `ray stop` is replaced by
 ending this head's own process group (`ray stop` would end every Ray instance on the machine).
 One test, one head: about as long as two micro sweeps, the price of testing what users type.
+The job writes only under its `--storage`: nothing in the checkout, the uploaded working dir or
+~/ray_results.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from orchestrator.sweep.tune import INTERRUPTED
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BLOCK_MARKER = "tests/test_readme_cluster.py runs this block"
+# Names that a sweep writing outside its --storage would leave behind (MLflow's CWD defaults,
+# Tune/Train's ~/ray_results, the CLI's ./runs default).
+STRAY_OUTPUTS = ("runs", "mlruns", "mlflow.db", "mlartifacts", "ray_results")
 
 
 def readme_commands() -> list[str]:
@@ -112,6 +117,9 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
     )
     ports = free_ports(2 + len(EXTRA_PORT_FLAGS))
     storage = tmp_path / "runs"
+    repo_before = {p.name for p in REPO_ROOT.iterdir()}
+    ray_results = Path.home() / "ray_results"
+    results_before = set(ray_results.rglob("*")) if ray_results.is_dir() else set()
     env_file, head_log = tmp_path / "env", tmp_path / "head.log"
     script = "\n".join(substitute(c, tmp_path, space, ports) for c in setup)
     skip = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
@@ -180,6 +188,18 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
         assert "frontier chart:" in done.stdout, done.stdout[-4000:]
         parents, children = mlflow_states(storage, name)
         assert parents == ["FINISHED"] and children == ["FINISHED"], (parents, children)
+        # Everything under --storage, nothing anywhere else.
+        stages = "datasets models tokenizers tokenizer_eval caches generators generator_eval"
+        for stage in stages.split():
+            assert any((storage / stage).iterdir()), f"stage output {stage}/ missing in storage"
+        new_in_repo = {p.name for p in REPO_ROOT.iterdir()} - repo_before
+        assert not new_in_repo & set(STRAY_OUTPUTS), new_in_repo
+        # The head's session (the newest: this test started it) holds the uploaded working dir.
+        resources = Path("/tmp/ray/session_latest/runtime_resources")
+        uploaded = [p for p in resources.rglob("*") if p.name in STRAY_OUTPUTS]
+        assert not uploaded, uploaded
+        if ray_results.is_dir():
+            assert not set(ray_results.rglob("*")) - results_before, "wrote into ~/ray_results"
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:

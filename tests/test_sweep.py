@@ -1,4 +1,8 @@
-"""The main job end to end: a micro sweep against a real `mlflow server`, then an interrupted one.
+"""The main job end to end: a micro sweep against a real `mlflow server`, and a Ctrl+C.
+
+Stopping a sweep mid-stage and resuming it are tested where users do it: SIGTERM mid-generator
+then a resume on object storage (test_object_storage.py), `ray job stop` then a resubmit
+(test_readme_cluster.py).
 
 Each sweep runs the CLI in a subprocess (its own local Ray, as a user's shell would), with the
 storage under tmp; assertions go through `MlflowClient` and the files the sweep wrote.
@@ -10,10 +14,8 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -141,51 +143,6 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
     assert len(csv) == 3 and "on_front" in csv[0] and "fd_proxy_40" in csv[0].split(",")
 
 
-def test_interrupted_sweep_resumes_without_duplicate_runs(tmp_path, mlflow_server):
-    storage = tmp_path / "store"
-    cmd = frontier_command(
-        write_space(tmp_path, "micro_b"),
-        storage,
-        mlflow_server.uri,
-        "--set",
-        "resources.max_concurrent_trials=1",
-    )
-    first = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    done_dir = storage / "generator_eval"
-    deadline = time.monotonic() + 900
-    # Interrupt (Ctrl+C) as soon as the first point has finished all its stages.
-    while time.monotonic() < deadline and first.poll() is None:
-        if len(list(done_dir.glob("*/DONE.json"))) >= 1:
-            first.send_signal(signal.SIGINT)
-            break
-        time.sleep(1.0)
-    try:
-        first.wait(timeout=180)
-    except subprocess.TimeoutExpired:
-        first.kill()
-        first.wait()
-        pytest.fail("the interrupted sweep did not stop after SIGINT")
-    finished_before = len(list(done_dir.glob("*/DONE.json")))
-    assert finished_before >= 1
-    if finished_before < 2:  # else the sweep had finished before the signal landed
-        assert first.returncode == 130, first.stdout.read()[-4000:]
-    # The interrupted trial's actor died inside its MLflow run; the driver closed that run.
-    parents, children = sweep_runs(MlflowClient(mlflow_server.uri), "micro_b")
-    assert "RUNNING" not in {r.info.status for r in [*parents, *children]}
-
-    second = run_frontier(cmd)
-    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
-    assert len(list(done_dir.glob("*/DONE.json"))) == 2
-
-    parents, children = sweep_runs(MlflowClient(mlflow_server.uri), "micro_b")
-    assert len(parents) == 1
-    assert len(children) == 2
-    assert sorted(c.data.params["tokenizer.vf.foundation"] for c in children) == ["none", "standin"]
-    assert {r.info.status for r in [*parents, *children]} == {"FINISHED"}
-
-
 def test_ctrl_c_while_preparing_exits_130_and_closes_the_parent_run(tmp_path, mlflow_server):
     from orchestrator.sweep.tune import INTERRUPTED
 
@@ -227,28 +184,3 @@ def test_trials_never_started_count_as_unfinished():
         "failed": 1,
         "unfinished": 0,
     }
-
-
-def test_sigterm_mid_generator_ends_like_ctrl_c(tmp_path, mlflow_server):
-    """SIGTERM (what `ray job stop` and Kubernetes send) while a generator trains: the
-    interrupted line, exit 130, the parent and the unfinished point KILLED, no traceback."""
-    from orchestrator.sweep.tune import INTERRUPTED
-
-    space = tmp_path / "micro_t.yaml"
-    space.write_text(SPACE.format(name="micro_t").replace("[none, standin]", "[none]"))
-    cmd = frontier_command(space, tmp_path / "store", mlflow_server.uri)
-    sweep = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    seen = []
-    for line in sweep.stdout:
-        seen.append(line)
-        if ": generator" in line:
-            sweep.send_signal(signal.SIGTERM)
-            break
-    output = "".join(seen) + sweep.communicate(timeout=300)[0]
-    assert sweep.returncode == 130, output[-4000:]
-    assert INTERRUPTED in output and "Traceback" not in output, output[-4000:]
-    parents, children = sweep_runs(MlflowClient(mlflow_server.uri), "micro_t")
-    assert [p.info.status for p in parents] == ["KILLED"]
-    assert [c.info.status for c in children] == ["KILLED"]

@@ -428,7 +428,12 @@ def compute_line(grid, shared_compute: float, wall: float, client, parent_id: st
 
     trials = sum(budget.total_compute(r.metrics or {}) for r in grid)
     computed = shared_compute + trials
-    units = ray.cluster_resources().get("GPU" if resources.cluster_gpus() else "CPU", 1.0)
+    if resources.cluster_gpus():
+        units = ray.cluster_resources()["GPU"]
+    elif os.environ.get("RAY_ADDRESS"):
+        units = ray.cluster_resources()["CPU"]
+    else:  # the private instance declares twice the cores (`init_ray`): the machine has these
+        units = float(os.cpu_count() or 1)
     share = budget.compute_share(computed, wall, units)
     client.log_metric(parent_id, "compute_share", share)
     client.log_metric(parent_id, "compute_unit_s", computed)
