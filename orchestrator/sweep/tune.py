@@ -405,7 +405,7 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     wall = time.time() - started
     counts = ", ".join(f"{n} {state}" for state, n in outcome.items() if n)
     print(f"wall time: {wall / 60:.1f} min; trials: {counts}", flush=True)
-    print(compute_line(grid, shared_compute, wall, client, parent_id), flush=True)
+    print(compute_line(grid, shared_compute, started, client, parent_id), flush=True)
     experiment = client.get_experiment(ctx.experiment_id).name
     if ctx.tracking_uri.startswith("http"):
         print(f"MLflow: open {ctx.tracking_uri} (experiment `{experiment}`)", flush=True)
@@ -419,14 +419,20 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     return 1 if outcome["failed"] else 0
 
 
-def compute_line(grid, shared_compute: float, wall: float, client, parent_id: str) -> str:
+def compute_line(grid, shared_compute: float, started: float, client, parent_id: str) -> str:
     """The share of the cluster's unit-seconds spent computing in this run (`sweep/budget.py`),
     logged onto the parent run too."""
     import ray
 
     from orchestrator.sweep import resources
 
-    trials = sum(budget.total_compute(r.metrics or {}) for r in grid)
+    wall = time.time() - started
+    # Only trials that reported in this run: a resumed sweep's finished trials computed before.
+    trials = sum(
+        budget.total_compute(r.metrics)
+        for r in grid
+        if r.metrics and r.metrics.get("timestamp", 0) >= started
+    )
     computed = shared_compute + trials
     if resources.cluster_gpus():
         units = ray.cluster_resources()["GPU"]
