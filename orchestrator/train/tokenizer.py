@@ -44,6 +44,7 @@ from orchestrator.train.guard import SkippableAdam
 from orchestrator.train.plan import StagePlan
 from orchestrator.train.state import Extra
 from orchestrator.train.workload import ModelBundle, load_full_weights
+from workloads.families import get_family
 from workloads.foundation import FoundationModel, build_foundation
 from workloads.standin import TIMM_NAME as STANDIN_TIMM_NAME
 from workloads.standin import load_standin_spec, standin_timm_kwargs
@@ -156,10 +157,15 @@ class TokenizerWorkload:
         step_module.objective = self._objectives[stage_index]
         step_module.to(self.device)
         vavae = step_module.vavae
+        if self.stages[stage_index].overrides.get("train") == "decoder":
+            vavae.freeze_encoder()
         opt = self.cfg.tokenizer.optimizer
         optimizer = SkippableAdam(
             [
-                {"params": list(vavae.generator_parameters()), "name": "generator"},
+                {
+                    "params": [p for p in vavae.generator_parameters() if p.requires_grad],
+                    "name": "generator",
+                },
                 {"params": list(vavae.discriminator_parameters()), "name": "discriminator"},
             ],
             lr=opt.lr,
@@ -174,10 +180,13 @@ class TokenizerWorkload:
         vf = dataclasses.replace(
             tok.vf, **{k: v for k, v in stage.overrides.items() if hasattr(tok.vf, k)}
         )
+        decoder_only = stage.overrides.get("train") == "decoder"
         return VAVAEObjective(
             self.lpips,
             self.foundation,
-            use_vf=vf.enabled,
+            # The VF loss trains only the encoder and its projection: inert (and its adaptive
+            # weight, a gradient w.r.t. the frozen encoder.conv_out, undefined) when they are frozen.
+            use_vf=vf.enabled and not decoder_only,
             vf_weight=vf.vf_weight,
             cos_margin=vf.cos_margin,
             distmat_margin=vf.distmat_margin,
@@ -188,6 +197,8 @@ class TokenizerWorkload:
             disc_weight=tok.loss.disc_weight,
             # Counted from the start of each stage: every reference stage is a fresh run.
             disc_start=stage.overrides.get("disc_start", tok.loss.disc_start),
+            family=get_family(tok.family),
+            decoder_only=decoder_only,
         ).to(self.device)
 
     def start(self, engine) -> None:

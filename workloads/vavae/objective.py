@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from workloads.families.base import TokenizerFamily
 from workloads.vavae.discriminator import hinge_d_loss
 from workloads.vavae.posterior import DiagonalGaussian
 from workloads.vavae.vf_loss import adaptive_vf_weight, vf_loss
@@ -77,6 +78,8 @@ class VAVAEObjective:
         last_layers: Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor]] = (
             default_last_layers
         ),
+        family: TokenizerFamily | None = None,
+        decoder_only: bool = False,
     ):
         if perceptual_weight > 0 and lpips is None:
             raise ValueError("perceptual_weight > 0 needs an LPIPS module (or set it to 0)")
@@ -97,6 +100,11 @@ class VAVAEObjective:
         self.disc_factor = disc_factor
         self.disc_start = disc_start
         self.last_layers = last_layers
+        # The family decides what is encoded, decoded and compared (workloads/families); the
+        # default is the plain VA-VAE step.
+        self.family = family if family is not None else TokenizerFamily()
+        # A `train: decoder` stage: the encoder is frozen and the family's augmentations are off.
+        self.decoder_only = decoder_only
 
     def to(self, device: torch.device | str) -> "VAVAEObjective":
         """Move the frozen networks to ``device``."""
@@ -134,12 +142,16 @@ class VAVAEObjective:
         adaptive weights differentiate the losses w.r.t. the last-layer weights.
         """
         module = _unwrap(model)
-        reconstruction, posterior, z_proj = model(x, generator)
+        view = self.family.training_view(model, x, generator, self.decoder_only)
+        reconstruction, posterior, z_proj = view.reconstruction, view.posterior, view.z_proj
         features = None
         if self.use_vf:
             if z_proj is None:
                 raise ValueError("use_vf=True but the model has no linear_proj (vf_feature_dim)")
-            features = self.foundation(x, grid=tuple(z_proj.shape[-2:]))
+            features = self.foundation(view.image, grid=tuple(z_proj.shape[-2:]))
+        # The reconstruction is scored against the family's target (the image itself, or the
+        # image under the same transform as the latent for EQ-VAE); so are D's real samples.
+        x = view.target
         encoder_last, decoder_last = self.last_layers(module)
         generator_total, terms = self.generator_loss(
             x,
