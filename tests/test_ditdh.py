@@ -89,11 +89,10 @@ def test_time_shift_moves_training_times_toward_noise():
 
     plain = RectifiedFlowObjective(time_sampling="uniform")
     shifted = RectifiedFlowObjective(time_sampling="uniform", time_shift=4.0)
-    draw = lambda objective: objective.sample_time(
-        4096,
-        torch.device("cpu"),  # noqa: E731
-        torch.Generator().manual_seed(0),
-    )
+
+    def draw(objective):
+        return objective.sample_time(4096, torch.device("cpu"), torch.Generator().manual_seed(0))
+
     t, t_shift = draw(plain), draw(shifted)
     torch.testing.assert_close(t_shift, t / (4.0 + (1 - 4.0) * t))
     assert t_shift.mean() < t.mean() - 0.2  # t = 0 is noise here

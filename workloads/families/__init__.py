@@ -6,9 +6,11 @@ reads the family only through this registry, so no stage changes.
 """
 
 from workloads.families.base import TokenizerFamily, TrainingView
+from workloads.families.detok import FAMILY as DETOK
+from workloads.families.eqvae import FAMILY as EQVAE
 from workloads.families.vavae import FAMILY as VAVAE
 
-FAMILIES: dict[str, TokenizerFamily] = {family.name: family for family in (VAVAE,)}
+FAMILIES: dict[str, TokenizerFamily] = {family.name: family for family in (VAVAE, EQVAE, DETOK)}
 
 
 def get_family(name: str) -> TokenizerFamily:

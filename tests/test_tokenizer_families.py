@@ -1,0 +1,153 @@
+"""Tokenizer families (`tokenizer.family`): EQ-VAE's transform, l-DeTok's noise and masks, the
+decoder-only stage, and the registry's config checks. Tiny real models, no mocks, seconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workloads.families import FAMILIES, get_family
+from workloads.families.detok import GAMMA, mask_patches, noised_latent
+from workloads.families.eqvae import equivariance_transform, latent_sizes
+from workloads.vavae import VAVAEObjective, build_vavae
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_vavae():
+    torch.manual_seed(0)
+    # f4 (ch_mult 1, 2, 2) on 64 px images: 16x16 latents, so EQ-VAE has real scales to draw.
+    return build_vavae("tiny", vf_feature_dim=None, disc_ndf=8, disc_layers=2)
+
+
+def test_registry_holds_each_family_once():
+    assert {"vavae", "eqvae", "detok"} <= set(FAMILIES)
+    assert all(FAMILIES[name].name == name for name in FAMILIES)
+    with pytest.raises(KeyError, match="unknown tokenizer family 'sdvae'"):
+        get_family("sdvae")
+
+
+@pytest.mark.parametrize("angle", [1, 2, 3])
+def test_eq_transform_is_applied_identically_to_latent_and_image(angle):
+    factor, size = 4, 16
+    x = torch.zeros(1, 3, size * factor, size * factor)
+    x[..., :8, :20] = 1.0  # a marker in the top-left corner, not symmetric under rotation
+    z = F.avg_pool2d(x, factor)  # a latent that is the image's block means
+    # At full size the transform commutes with the block means exactly ...
+    torch.testing.assert_close(
+        F.avg_pool2d(equivariance_transform(x, size * factor, angle), factor),
+        equivariance_transform(z, size, angle),
+    )
+    # ... and downscaled, latent and image land the marker in the same place at matching sizes.
+    for n in latent_sizes(size, factor)[::5]:
+        image, latent = (
+            equivariance_transform(x, n * factor, angle),
+            equivariance_transform(z, n, angle),
+        )
+        assert image.shape[-1] == latent.shape[-1] * factor
+        where = F.avg_pool2d(image, factor)[0, 0] > 0.5
+        assert torch.equal(where, latent[0, 0] > 0.5)
+    # The reference's scales k/32, k in 8..31, for a 16-wide latent; images under 32 px dropped.
+    assert latent_sizes(16, 4) == [n for n in (16 * k // 32 for k in range(8, 32)) if n >= 8]
+
+
+def test_eqvae_view_scores_the_reconstruction_against_the_transformed_image():
+    model, family = tiny_vavae(), get_family("eqvae")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    seen = set()
+    with torch.no_grad():
+        for seed in range(12):
+            view = family.training_view(model, x, torch.Generator().manual_seed(seed))
+            assert view.reconstruction.shape == view.target.shape
+            if view.target.shape[-1] < 64:
+                seen.add("low_res" if view.image.shape == view.target.shape else "equivariant")
+            elif not torch.equal(view.target, x):
+                seen.add("equivariant")  # a full-size scale (31/32 floors to 15 of 16: no)
+            else:
+                seen.add("prior")
+    assert {"equivariant", "prior"} <= seen
+
+
+def test_detok_noise_formula_and_masks():
+    z, eps = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    tau = torch.tensor([0.0, 0.5, 1.0])
+    out = noised_latent(z, tau, eps)
+    torch.testing.assert_close(out[0], z[0])
+    torch.testing.assert_close(out[1], 0.5 * z[1] + 0.5 * GAMMA * eps[1])
+    torch.testing.assert_close(out[2], GAMMA * eps[2])
+    assert GAMMA == 3.0
+    x = torch.ones(2, 3, 16, 16)
+    masked = mask_patches(x, 0.5, 4, torch.Generator().manual_seed(0))
+    cells = masked[:, 0].unfold(1, 4, 4).unfold(2, 4, 4)  # (B, 4, 4, 4, 4) blocks
+    zero = (cells == 0).all(-1).all(-1)
+    assert ((cells == 0).any(-1).any(-1) == zero).all()  # whole f x f blocks only
+    assert zero.sum(dim=(1, 2)).tolist() == [8, 8]  # 16 - ceil(16 * 0.5) per sample
+    assert torch.equal(mask_patches(x, 0.0, 4, None), x)
+
+
+def test_detok_trains_on_noised_latents_and_the_decoder_stage_sees_none():
+    model, family = tiny_vavae(), get_family("detok")
+    model.eval()  # no dropout; the family decides the noise
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        clean = model.decode(model.encode(x).sample(torch.Generator().manual_seed(1)))
+        noisy = family.training_view(model, x, torch.Generator().manual_seed(1)).reconstruction
+        fine_tune = family.training_view(model, x, torch.Generator().manual_seed(1), True)
+    assert not torch.allclose(noisy, clean)
+    torch.testing.assert_close(fine_tune.reconstruction, clean)
+
+
+def test_decoder_only_stage_freezes_the_encoder():
+    model = tiny_vavae()
+    model.freeze_encoder()
+    objective = VAVAEObjective(
+        None,
+        None,
+        use_vf=False,
+        perceptual_weight=0.0,
+        disc_start=0,
+        family=get_family("detok"),
+        decoder_only=True,
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p for p in model.generator_parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable + list(model.discriminator_parameters()), lr=1e-2)
+    loss, _ = objective(model, torch.rand(2, 3, 32, 32) * 2 - 1, 1, torch.Generator())
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    for key in before:
+        changed = not torch.equal(before[key], after[key])
+        frozen = key.startswith(("encoder.", "quant_conv."))
+        if frozen:
+            assert not changed, key
+    assert not torch.equal(before["decoder.conv_out.weight"], after["decoder.conv_out.weight"])
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("encoder."))
+
+
+def test_config_checks_family_and_decoder_stage():
+    from orchestrator.config import ConfigError
+    from orchestrator.config.space import build_config
+    from orchestrator.train.plan import tokenizer_stages
+    from search_spaces import load_space
+
+    with pytest.raises(ConfigError, match=r"tokenizer\.family: unknown family 'eqave'.*eqvae"):
+        build_config(load_space("smoke"), {"tokenizer.family": "eqave"})
+    with pytest.raises(ConfigError, match=r"tokenizer\.stages\[0\]\.train: `decoder` freezes"):
+        build_config(
+            load_space("smoke"),
+            {"tokenizer.stages": [{"name": "ft", "steps": 2, "train": "decoder"}]},
+        )
+    stages = [{"name": "main", "steps": 4}, {"name": "decoder", "steps": 2, "train": "decoder"}]
+    cfg = build_config(
+        load_space("smoke"), {"tokenizer.family": "detok", "tokenizer.stages": stages}
+    )
+    plans = tokenizer_stages(cfg, steps_per_epoch=1)
+    assert [plan.overrides for plan in plans] == [{}, {"train": "decoder"}]
