@@ -151,3 +151,26 @@ def test_config_checks_family_and_decoder_stage():
     )
     plans = tokenizer_stages(cfg, steps_per_epoch=1)
     assert [plan.overrides for plan in plans] == [{}, {"train": "decoder"}]
+
+
+def test_init_from_with_other_latent_channels_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from orchestrator.config import ConfigError
+    from orchestrator.config.space import build_config
+    from orchestrator.storage.models import build_autoencoder
+    from orchestrator.storage.pretrained import check_inputs
+    from search_spaces import load_space
+
+    cfg = build_config(load_space("smoke"), {"tokenizer.arch.embed_dim": 8})
+    weights = tmp_path / "d8.safetensors"
+    save_file(build_autoencoder(cfg).state_dict(), str(weights))
+    other = build_config(
+        load_space("smoke"), {"tokenizer.arch.embed_dim": 4, "tokenizer.init_from": str(weights)}
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"tokenizer\.init_from: .* makes 8-channel latents but "
+        r"tokenizer\.arch\.embed_dim is 4",
+    ):
+        check_inputs([other])
