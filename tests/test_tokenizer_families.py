@@ -174,3 +174,20 @@ def test_init_from_with_other_latent_channels_is_refused(tmp_path):
         r"tokenizer\.arch\.embed_dim is 4",
     ):
         check_inputs([other])
+
+
+def test_successors_space_plans_one_tokenizer_per_family_and_keeps_old_keys():
+    from orchestrator.config.space import expand
+    from search_spaces import load_space
+
+    points = expand(load_space("successors"))
+    assert [p.config.tokenizer.family for p in points] == ["vavae", "vavae", "eqvae", "detok"]
+    assert len({p.keys.tokenizer for p in points}) == len(points)
+    assert len({p.config.generator.model.name for p in points}) == 1  # one generator protocol
+    # The default family adds nothing to a key: the LDM point is paper_table2's d32 baseline.
+    table2 = {
+        (p.config.tokenizer.arch.embed_dim, p.config.tokenizer.vf.foundation): p.keys.tokenizer
+        for p in expand(load_space("paper_table2"))
+    }
+    assert points[0].keys.tokenizer == table2[(32, "none")]
+    assert points[1].keys.tokenizer == table2[(32, "dinov2")]
