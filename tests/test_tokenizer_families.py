@@ -191,3 +191,69 @@ def test_successors_space_plans_one_tokenizer_per_family_and_keeps_old_keys():
     }
     assert points[0].keys.tokenizer == table2[(32, "none")]
     assert points[1].keys.tokenizer == table2[(32, "dinov2")]
+
+
+def repae_setup():
+    from workloads.dit import LightningDiT_models
+    from workloads.families.repae import REPAEModules
+
+    model = tiny_vavae()
+    dit = LightningDiT_models["LightningDiT-Micro/1"](input_size=8, in_channels=8, num_classes=3)
+    for block in dit.blocks:  # adaLN-Zero starts every branch at 0: give gradients a path
+        torch.nn.init.normal_(block.adaLN_modulation[-1].weight, std=0.02)
+    torch.nn.init.normal_(dit.final_layer.linear.weight, std=0.02)
+    extra = REPAEModules(dit, feature_dim=16)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    z = model.encode(x).sample(torch.Generator().manual_seed(0))
+    t, noise = torch.rand(2), torch.randn_like(z)
+    features, labels = torch.randn(2, 16, 8, 8), torch.tensor([0, 2])
+    return model, extra, (z, t, noise, labels, features)
+
+
+def grads(module):
+    return {n: p.grad for n, p in module.named_parameters()}
+
+
+def test_repae_routes_each_loss_to_its_own_network():
+    from workloads.families.repae import VAE_ALIGN_WEIGHT, dit_losses, vae_alignment
+
+    # The VAE step (REPA through the frozen DiT) trains the VAE only.
+    model, extra, (z, t, noise, labels, features) = repae_setup()
+    vae_alignment(extra, z, t, noise, labels, features).backward()
+    assert all(g is None for g in grads(extra).values())
+    assert grads(model)["encoder.conv_out.weight"].abs().sum() > 0
+    # The DiT step (velocity + REPA on z.detach()) trains the DiT and projector only.
+    model, extra, (z, t, noise, labels, features) = repae_setup()
+    mse, align = dit_losses(extra, z.detach(), t, noise, labels, features)
+    (mse + align).backward()
+    assert all(g is None for g in grads(model).values())
+    assert grads(extra)["dit.blocks.0.attn.qkv.weight"].abs().sum() > 0
+    assert grads(extra)["projector.0.weight"].abs().sum() > 0
+    # Summed (the one-backward form), each network gets exactly its own step's gradient.
+    model, extra, (z, t, noise, labels, features) = repae_setup()
+    (VAE_ALIGN_WEIGHT * vae_alignment(extra, z, t, noise, labels, features)).backward()
+    alone = {n: g.clone() for n, g in grads(model).items() if g is not None}
+    model, extra, (z, t, noise, labels, features) = repae_setup()
+    align_vae = vae_alignment(extra, z, t, noise, labels, features)
+    mse, align = dit_losses(extra, z.detach(), t, noise, labels, features)
+    (VAE_ALIGN_WEIGHT * align_vae + mse + 0.5 * align).backward()
+    for name, grad in alone.items():
+        torch.testing.assert_close(grads(model)[name], grad, msg=name)
+
+
+def test_repae_batchnorm_statistics_are_exported():
+    from workloads.families.repae import dit_losses
+
+    _, extra, (z, t, noise, labels, features) = repae_setup()
+    z = z.detach() * 3 + 1
+    extra.normalize(z, update=False)  # the VAE step reads the running statistics only
+    assert extra.bn.num_batches_tracked.item() == 0
+    dit_losses(extra, z, t, noise, labels, features)  # the DiT step initialises and updates
+    mean, var = z.mean(dim=(0, 2, 3)), z.var(dim=(0, 2, 3))
+    torch.testing.assert_close(extra.bn.running_mean, mean)
+    torch.testing.assert_close(extra.bn.running_var, var)
+    stats = extra.latent_stats()
+    torch.testing.assert_close(torch.tensor(stats["mean"]), mean)
+    torch.testing.assert_close(torch.tensor(stats["std"]), (var + extra.bn.eps).sqrt())
+    dit_losses(extra, z + 1, t, noise, labels, features)
+    torch.testing.assert_close(extra.bn.running_mean, mean + 0.1)  # momentum 0.1

@@ -62,6 +62,7 @@ def validate(cfg: ExperimentConfig) -> None:
     """Raise ConfigError on the first inconsistency found."""
     _check_dataset(cfg)
     _check_tokenizer(cfg.tokenizer)
+    _check_family(cfg)
     _check_grids(cfg)
     _check_generator(cfg)
     _check_evaluation(cfg.evaluation)
@@ -294,6 +295,24 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
             "tokenizer.stages[0].train",
             "`decoder` freezes a randomly initialised encoder; train it first or set init_from",
         )
+
+
+def _check_family(cfg: ExperimentConfig) -> None:
+    """What a family needs of the rest of the config (tokenizer.family is known by now)."""
+    tok = cfg.tokenizer
+    if tok.family != "repae":
+        return
+    if not tok.vf.enabled:
+        raise ConfigError(
+            "tokenizer.vf.foundation",
+            "repae aligns the DiT to a foundation model's patch tokens: name one (not `none`)",
+        )
+    if cfg.generator.model.head is not None:
+        raise ConfigError(
+            "generator.model.head", "repae's end-to-end DiT is a plain LightningDiT (no head)"
+        )
+    if any(stage.train == "decoder" for stage in tok.stages):
+        raise ConfigError("tokenizer.stages", "repae trains the encoder end to end (no `decoder`)")
 
 
 def _check_grids(cfg: ExperimentConfig) -> None:

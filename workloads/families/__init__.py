@@ -8,9 +8,12 @@ reads the family only through this registry, so no stage changes.
 from workloads.families.base import TokenizerFamily, TrainingView
 from workloads.families.detok import FAMILY as DETOK
 from workloads.families.eqvae import FAMILY as EQVAE
+from workloads.families.repae import FAMILY as REPAE
 from workloads.families.vavae import FAMILY as VAVAE
 
-FAMILIES: dict[str, TokenizerFamily] = {family.name: family for family in (VAVAE, EQVAE, DETOK)}
+FAMILIES: dict[str, TokenizerFamily] = {
+    family.name: family for family in (VAVAE, EQVAE, DETOK, REPAE)
+}
 
 
 def get_family(name: str) -> TokenizerFamily:

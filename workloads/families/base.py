@@ -31,6 +31,8 @@ class TrainingView:
     reconstruction: torch.Tensor
     posterior: DiagonalGaussian
     z_proj: torch.Tensor | None
+    # The sampled latent, for families whose extra loss reads it (REPA-E).
+    latent: torch.Tensor | None = None
 
 
 def uniform(
@@ -51,6 +53,31 @@ class TokenizerFamily:
 
     name = "vavae"
     source = "hustvl/LightningDiT@2725fed:vavae/ldm/models/autoencoder.py"
+    # Whether `tokenizer.vf` configures a VF loss (else the foundation model is the family's own
+    # target, REPA-E's), whether the objective must compute foundation features for
+    # `extra_loss`, and whether the GAN weight is taming's adaptive one (else `disc_weight`).
+    uses_vf_loss = True
+    needs_features = False
+    adaptive_gan = True
+    # L1 + LPIPS as pixel means (REPA-E) instead of LDM's sum over pixels.
+    mean_reconstruction = False
+
+    def build_extra(self, dit: nn.Module, feature_dim: int) -> nn.Module | None:
+        """Training-only networks the family trains alongside the tokenizer (None: none). The
+        module's `latent_stats()` are exported as the latent cache's statistics, and the family's
+        `extra_betas` are its param group's Adam betas."""
+        return None
+
+    def extra_loss(
+        self,
+        extra: nn.Module,
+        view: TrainingView,
+        features: torch.Tensor | None,
+        labels: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of the `build_extra` networks (added to the tokenizer's; disjoint grads)."""
+        raise NotImplementedError(f"{self.name} has no extra networks")
 
     def training_view(
         self,
