@@ -140,6 +140,10 @@ def test_config_checks_family_and_decoder_stage():
 
     with pytest.raises(ConfigError, match=r"tokenizer\.family: unknown family 'eqave'.*eqvae"):
         build_config(load_space("smoke"), {"tokenizer.family": "eqave"})
+    with pytest.raises(ConfigError, match=r"tokenizer\.vf\.foundation: repae aligns the DiT"):
+        build_config(
+            load_space("smoke"), {"tokenizer.family": "repae", "tokenizer.vf.foundation": "none"}
+        )
     with pytest.raises(ConfigError, match=r"tokenizer\.stages\[0\]\.train: `decoder` freezes"):
         build_config(
             load_space("smoke"),
@@ -181,7 +185,8 @@ def test_successors_space_plans_one_tokenizer_per_family_and_keeps_old_keys():
     from search_spaces import load_space
 
     points = expand(load_space("successors"))
-    assert [p.config.tokenizer.family for p in points] == ["vavae", "vavae", "eqvae", "detok"]
+    families = [p.config.tokenizer.family for p in points]
+    assert families == ["vavae", "vavae", "eqvae", "detok", "repae"]
     assert len({p.keys.tokenizer for p in points}) == len(points)
     assert len({p.config.generator.model.name for p in points}) == 1  # one generator protocol
     # The default family adds nothing to a key: the LDM point is paper_table2's d32 baseline.
