@@ -262,3 +262,40 @@ def test_repae_batchnorm_statistics_are_exported():
     torch.testing.assert_close(torch.tensor(stats["std"]), (var + extra.bn.eps).sqrt())
     dit_losses(extra, z + 1, t, noise, labels, features)
     torch.testing.assert_close(extra.bn.running_mean, mean + 0.1)  # momentum 0.1
+
+
+def test_repae_stage_trains_three_groups_and_exports_an_ordinary_tokenizer():
+    import numpy as np
+
+    from orchestrator.config.space import build_config
+    from orchestrator.train.plan import StagePlan, tokenizer_stages
+    from orchestrator.train.tokenizer import TokenizerWorkload
+    from search_spaces import load_space
+
+    cfg = build_config(
+        load_space("smoke"),
+        {
+            "tokenizer.family": "repae",
+            "tokenizer.loss.disc_start": 0,
+            "tokenizer.arch.embed_dim": 4,
+        },
+    )
+    stages = tokenizer_stages(cfg, steps_per_epoch=1)
+    assert stages == (StagePlan("main", stages[0].steps),)
+    torch.manual_seed(0)
+    workload = TokenizerWorkload(cfg, stages, {}, torch.device("cpu"))  # random-init stand-in
+    bundle = workload.build(0, None)
+    groups = {g["name"]: g for g in bundle.optimizer.param_groups}
+    assert set(groups) == {"generator", "discriminator", "extra"}
+    assert groups["extra"]["betas"] == (0.9, 0.999)
+    batch = {
+        "image": np.random.default_rng(0).uniform(-1, 1, (4, 3, 16, 16)).astype(np.float32),
+        "label": np.array([0, 1, 2, 3]),
+    }
+    loss, terms = workload.loss(bundle.model, batch, 0, 0, 0)
+    loss.backward()
+    assert {"repa_vae", "dit_mse", "repa_dit"} <= set(terms)
+    files, _ = workload.export(bundle.model.state_dict())
+    assert set(files) == {"model", "training_model", "latent_stats"}
+    assert not any(key.startswith(("extra.", "dit.")) for key in files["model"])
+    torch.testing.assert_close(files["latent_stats"]["mean"], bundle.model.extra.bn.running_mean)
