@@ -299,3 +299,34 @@ def test_repae_stage_trains_three_groups_and_exports_an_ordinary_tokenizer():
     assert set(files) == {"model", "training_model", "latent_stats"}
     assert not any(key.startswith(("extra.", "dit.")) for key in files["model"])
     torch.testing.assert_close(files["latent_stats"]["mean"], bundle.model.extra.bn.running_mean)
+
+
+def test_eqvae_composes_with_the_vf_loss_in_every_branch():
+    from workloads.foundation import build_foundation
+
+    torch.manual_seed(0)
+    foundation = build_foundation(
+        "vit_tiny_patch16_224",
+        "random_init",
+        timm_kwargs={"img_size": 64, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2},
+    )
+    model = build_vavae("tiny", vf_feature_dim=32, disc_ndf=8, disc_layers=2)
+    objective = VAVAEObjective(
+        None, foundation, perceptual_weight=0.0, disc_start=0, family=get_family("eqvae")
+    )
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    seeds = {}  # branch -> a seed that takes it (the branch is the view's first draw)
+    for seed in range(40):
+        with torch.no_grad():
+            view = objective.family.training_view(model, x, torch.Generator().manual_seed(seed))
+        kind = "low_res" if view.image is not x else "full" if view.target is x else "equivariant"
+        seeds.setdefault(kind, seed)
+        if len(seeds) == 3:
+            break
+    assert set(seeds) == {"low_res", "full", "equivariant"}
+    for kind, seed in seeds.items():
+        model.zero_grad()
+        loss, terms = objective(model, x, 1, torch.Generator().manual_seed(seed))
+        loss.backward()
+        assert torch.isfinite(loss) and terms["vf"] > 0, kind
+        assert model.linear_proj.weight.grad.abs().sum() > 0, kind
