@@ -49,7 +49,10 @@ def point_label(cfg: ExperimentConfig) -> str:
         parts = [f"d{tok.arch.embed_dim}", f"vf={tok.vf.foundation}"]
     if tok.family != "vavae" and tok.pretrained is None:
         parts.insert(0, tok.family)
-    if tok.vf.enabled and tok.pretrained is None:
+    from workloads.families import get_family  # imports torch: only once configs exist
+
+    # Margins mean nothing where the foundation model is the family's own target (REPA-E).
+    if tok.vf.enabled and tok.pretrained is None and get_family(tok.family).uses_vf_loss:
         parts += [
             f"m1={tok.vf.cos_margin:g}",
             f"m2={tok.vf.distmat_margin:g}",
