@@ -29,7 +29,13 @@ def _training_identity(t: TrainingConfig) -> dict:
     data = to_dict(t)
     for key in _EXECUTION_ONLY_TRAINING:
         data.pop(key)
-    return data
+    return _without_unset(data, "time_shift")
+
+
+def _without_unset(data: dict, *keys: str) -> dict:
+    """Drop keys added after stage keys existed while they hold their null default, so every
+    existing point keeps its key (and its outputs)."""
+    return {k: v for k, v in data.items() if not (k in keys and v is None)}
 
 
 def _without(section: object, *keys: str) -> dict:
@@ -73,8 +79,14 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
         "loss": to_dict(tok.loss),
         "optimizer": to_dict(tok.optimizer),
         "training": _training_identity(tok.training),
-        "stages": to_dict(tok.stages),
+        # `train: all` (the default) is left out so staged recipes keep their keys.
+        "stages": [
+            {k: v for k, v in stage.items() if not (k == "train" and v == "all")}
+            for stage in to_dict(tok.stages)
+        ],
     }
+    if tok.family != "vavae":  # the default family keeps every existing key
+        tokenizer_section["family"] = tok.family
     if tok.init_from is not None:
         tokenizer_section["init_from"] = file_identity(tok.init_from)
     if tok.pretrained is not None:
@@ -103,7 +115,7 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
     gen = cfg.generator
     generator_section = {
         "objective": gen.objective,
-        "model": to_dict(gen.model),
+        "model": _without_unset(to_dict(gen.model), "head"),
         "transport": to_dict(gen.transport),
         "optimizer": to_dict(gen.optimizer),
         "ema": to_dict(gen.ema),
@@ -116,7 +128,7 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
         generator_section = {
             "pretrained": file_identity(gen.pretrained),
             "latent_stats": file_identity(gen.latent_stats_file) if gen.latent_norm else None,
-            "model": to_dict(gen.model),
+            "model": _without_unset(to_dict(gen.model), "head"),
             "latent_norm": gen.latent_norm,
             "latent_multiplier": gen.latent_multiplier,
         }

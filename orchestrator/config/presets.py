@@ -20,6 +20,7 @@ from orchestrator.config.schema import (
     ExperimentConfig,
     GeneratorConfig,
     GeneratorModelConfig,
+    GeneratorTrainingConfig,
     LatentCacheConfig,
     ResourcesConfig,
     SamplerConfig,
@@ -75,7 +76,7 @@ def debug_cpu() -> ExperimentConfig:
             optimizer=AdamWConfig(lr=3e-3),
             # 0.9999 averages over ~10k steps; a run this short needs a shorter horizon.
             ema=EMAConfig(decay=0.995),
-            training=_cpu_training(batch=32, steps=600),
+            training=_cpu_training(batch=32, steps=600, cls=GeneratorTrainingConfig),
         ),
         sampler=SamplerConfig(
             method="euler", num_steps=20, timestep_shift=0.3, cfg_scale=1.0, cfg_interval_start=0.0
@@ -115,7 +116,7 @@ def micro() -> ExperimentConfig:
         generator=replace(
             base.generator,
             model=GeneratorModelConfig(name="LightningDiT-Micro/1"),
-            training=_cpu_training(batch=16, steps=8),
+            training=_cpu_training(batch=16, steps=8, cls=GeneratorTrainingConfig),
         ),
         sampler=replace(base.sampler, num_steps=4),
         evaluation=replace(
@@ -129,8 +130,10 @@ def micro() -> ExperimentConfig:
     )
 
 
-def _cpu_training(*, batch: int, steps: int) -> TrainingConfig:
-    return TrainingConfig(
+def _cpu_training(
+    *, batch: int, steps: int, cls: type[TrainingConfig] = TrainingConfig
+) -> TrainingConfig:
+    return cls(
         global_batch_size=batch,
         epochs=None,
         steps=steps,

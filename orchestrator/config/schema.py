@@ -172,6 +172,15 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GeneratorTrainingConfig(TrainingConfig):
+    # Shift of the training times t -> t / (s + (1 - s) t) (ours: t = 0 noise), which moves them
+    # toward noise for s > 1, and the same shift in sampling (the sampler's timestep_shift
+    # becomes 1/s). `auto` = RAE's sqrt(C*H*W / 4096) of the latent (src/train.py L137-139:
+    # 6.93 for 768x16x16); null = no shift (LightningDiT).
+    time_shift: float | Literal["auto"] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class TokenizerStageConfig:
     """One stage of a staged recipe; unset fields inherit the tokenizer's values."""
 
@@ -182,10 +191,16 @@ class TokenizerStageConfig:
     cos_margin: float | None = None
     distmat_margin: float | None = None
     disc_start: int | None = None
+    # `decoder`: freeze the encoder (and the VF projection) and train the decoder alone, with the
+    # family's training-only augmentations off (l-DeTok's decoder fine-tune, DeTok README).
+    train: Literal["all", "decoder"] = "all"
 
 
 @dataclass(frozen=True, kw_only=True)
 class TokenizerConfig:
+    # Which tokenizer family trains (`workloads.families.FAMILIES`): vavae (LDM/VA-VAE, the VF
+    # loss an option), eqvae, detok, ... Each changes only how a training step views the batch.
+    family: str = "vavae"
     arch: TokenizerArchConfig = field(default_factory=TokenizerArchConfig)
     vf: VFLossConfig = field(default_factory=VFLossConfig)
     loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
@@ -224,6 +239,16 @@ class LatentCacheConfig:
 # Generator (LightningDiT)
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
+class DiTHeadConfig:
+    """RAE's wide, shallow DDT head on top of the named LightningDiT trunk (DiT^DH)."""
+
+    # DiT^DH-XL: 2 blocks of width 2048, 16 heads (RAE configs/stage2/.../DiTDH-XL_DINOv2-B.yaml).
+    depth: int = 2
+    width: int = 2048
+    heads: int = 16
+
+
+@dataclass(frozen=True, kw_only=True)
 class GeneratorModelConfig:
     name: str = "LightningDiT-XL/1"
     # Null = follow the tokenizer (embed_dim) and the latent grid; set explicitly, they are checked.
@@ -236,6 +261,8 @@ class GeneratorModelConfig:
     use_rope: bool = True
     use_rmsnorm: bool = True
     wo_shift: bool = False
+    # Null = a plain LightningDiT; set = DiT^DH: `name` is the trunk, this the DDT head.
+    head: DiTHeadConfig | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,8 +300,8 @@ class GeneratorConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     optimizer: AdamWConfig = field(default_factory=AdamWConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
-    training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(
+    training: GeneratorTrainingConfig = field(
+        default_factory=lambda: GeneratorTrainingConfig(
             global_batch_size=1024,
             epochs=None,
             steps=80_000,

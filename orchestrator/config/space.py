@@ -47,7 +47,12 @@ def point_label(cfg: ExperimentConfig) -> str:
         parts = [f"d{tok.arch.embed_dim}", f"pretrained={Path(tok.pretrained).name}"]
     else:
         parts = [f"d{tok.arch.embed_dim}", f"vf={tok.vf.foundation}"]
-    if tok.vf.enabled and tok.pretrained is None:
+    if tok.family != "vavae" and tok.pretrained is None:
+        parts.insert(0, tok.family)
+    from workloads.families import get_family  # imports torch: only once configs exist
+
+    # Margins mean nothing where the foundation model is the family's own target (REPA-E).
+    if tok.vf.enabled and tok.pretrained is None and get_family(tok.family).uses_vf_loss:
         parts += [
             f"m1={tok.vf.cos_margin:g}",
             f"m2={tok.vf.distmat_margin:g}",
@@ -59,6 +64,8 @@ def point_label(cfg: ExperimentConfig) -> str:
         parts.append(f"init={Path(tok.init_from).name}")
     if cfg.generator.pretrained is not None:
         parts.append(f"gen={Path(cfg.generator.pretrained).name}")
+    if cfg.generator.model.head is not None:
+        parts.append(f"DiT^DH={cfg.generator.model.head.depth}x{cfg.generator.model.head.width}")
     return " ".join(parts)
 
 

@@ -7,6 +7,7 @@ dataset) so the resolved config, and hence its hash, spells out everything that 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from orchestrator.config.loading import ConfigError
 from orchestrator.config.schema import (
     EvaluationConfig,
     ExperimentConfig,
+    SamplerConfig,
     TokenizerConfig,
     TrainingConfig,
 )
@@ -60,6 +62,7 @@ def validate(cfg: ExperimentConfig) -> None:
     """Raise ConfigError on the first inconsistency found."""
     _check_dataset(cfg)
     _check_tokenizer(cfg.tokenizer)
+    _check_family(cfg)
     _check_grids(cfg)
     _check_generator(cfg)
     _check_evaluation(cfg.evaluation)
@@ -78,6 +81,24 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
         in_channels=model.in_channels if model.in_channels is not None else arch.embed_dim,
         input_size=model.input_size if model.input_size is not None else latent_grid(cfg),
     )
+    generator, sampler = replace(cfg.generator, model=model), cfg.sampler
+    shift = generator.training.time_shift
+    if shift == "auto":
+        from workloads.dit.ddt import dimension_shift
+
+        shift = dimension_shift(model.in_channels, model.input_size, model.input_size)
+        generator = replace(generator, training=replace(generator.training, time_shift=shift))
+    if shift is not None:
+        # The same shift in sampling: RAE's s on its reversed time is LightningDiT's 1/s.
+        if not math.isclose(sampler.timestep_shift, 1 / shift) and (
+            sampler.timestep_shift != SamplerConfig.timestep_shift
+        ):
+            raise ConfigError(
+                "sampler.timestep_shift",
+                f"{sampler.timestep_shift} contradicts generator.training.time_shift (it implies "
+                f"{1 / shift:.6g}); leave it at its default",
+            )
+        sampler = replace(sampler, timestep_shift=1 / shift)
     dataset = cfg.dataset
     if dataset.source == "embedded" and dataset.num_classes is None:
         dataset = replace(dataset, num_classes=dataset.embedded.num_classes)
@@ -85,7 +106,8 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
         cfg,
         dataset=dataset,
         tokenizer=replace(cfg.tokenizer, arch=arch),
-        generator=replace(cfg.generator, model=model),
+        generator=generator,
+        sampler=sampler,
     )
 
 
@@ -186,6 +208,16 @@ def _check_margins(cos_margin, distmat_margin, vf_weight, path: str) -> None:
 
 
 def _check_tokenizer(tok: TokenizerConfig) -> None:
+    from workloads.families import FAMILIES  # imports torch: only here
+
+    if tok.family not in FAMILIES:
+        from orchestrator.config.loading import closest
+
+        hint = closest(tok.family, FAMILIES)
+        extra = f" (did you mean `{hint}`?)" if hint else ""
+        raise ConfigError(
+            "tokenizer.family", f"unknown family {tok.family!r}{extra}; known: {sorted(FAMILIES)}"
+        )
     arch = tok.arch
     _positive(arch.embed_dim, "tokenizer.arch.embed_dim")
     _positive(arch.z_channels, "tokenizer.arch.z_channels")
@@ -251,6 +283,36 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
         _check_length(stage.steps, stage.epochs, path)
         _check_margins(stage.cos_margin, stage.distmat_margin, stage.vf_weight, path)
         _positive(stage.disc_start, f"{path}.disc_start", allow_zero=True)
+    if any(stage.train == "decoder" for stage in tok.stages) and tok.training.zero_stage == 1:
+        # DeepSpeed saves frozen parameters only when it partitions gradients (ZeRO >= 2; ZeRO 0
+        # saves the whole module), so a ZeRO-1 checkpoint would lose the frozen encoder.
+        raise ConfigError(
+            "tokenizer.training.zero_stage",
+            "1 drops frozen parameters from checkpoints; a `train: decoder` stage needs 0, 2 or 3",
+        )
+    if tok.stages and tok.stages[0].train == "decoder" and tok.init_from is None:
+        raise ConfigError(
+            "tokenizer.stages[0].train",
+            "`decoder` freezes a randomly initialised encoder; train it first or set init_from",
+        )
+
+
+def _check_family(cfg: ExperimentConfig) -> None:
+    """What a family needs of the rest of the config (tokenizer.family is known by now)."""
+    tok = cfg.tokenizer
+    if tok.family != "repae":
+        return
+    if not tok.vf.enabled:
+        raise ConfigError(
+            "tokenizer.vf.foundation",
+            "repae aligns the DiT to a foundation model's patch tokens: name one (not `none`)",
+        )
+    if cfg.generator.model.head is not None:
+        raise ConfigError(
+            "generator.model.head", "repae's end-to-end DiT is a plain LightningDiT (no head)"
+        )
+    if any(stage.train == "decoder" for stage in tok.stages):
+        raise ConfigError("tokenizer.stages", "repae trains the encoder end to end (no `decoder`)")
 
 
 def _check_grids(cfg: ExperimentConfig) -> None:
@@ -296,6 +358,26 @@ def _check_generator(cfg: ExperimentConfig) -> None:
             "generator.model.name", f"patch size {patch} does not divide the {grid}x{grid} grid"
         )
     _check_dit_name(model.name)
+    if model.head is not None:
+        head = model.head
+        for key in ("depth", "width", "heads"):
+            _positive(getattr(head, key), f"generator.model.head.{key}")
+        if head.width % head.heads:
+            raise ConfigError(
+                "generator.model.head.width", f"{head.width} is not divisible by {head.heads} heads"
+            )
+        if patch != 1:
+            raise ConfigError("generator.model.head", f"DiT^DH needs a /1 trunk, got {model.name}")
+        if gen.objective != "rectified_flow":
+            raise ConfigError("generator.model.head", "DiT^DH trains with rectified_flow only")
+    shift = gen.training.time_shift
+    if shift is not None:
+        if shift != "auto" and (isinstance(shift, str) or not shift > 0):
+            raise ConfigError(
+                "generator.training.time_shift", f"must be > 0 or auto, got {shift!r}"
+            )
+        if gen.objective != "rectified_flow":
+            raise ConfigError("generator.training.time_shift", "is a rectified-flow setting")
     _in_range(
         model.class_dropout_prob, 0.0, 1.0, "generator.model.class_dropout_prob", hi_open=True
     )

@@ -232,6 +232,24 @@ def _manifest(
     for plan in plans:
         shard_uri = storage.uri_for(cache_rel, shard_file_name(plan.shard_id))
         moments = moments.merge(read_shard_moments(shard_uri))
+    stats = {
+        "mean": moments.mean.tolist(),
+        "std": moments.std().tolist(),
+        "samples": moments.count // (grid * grid),
+        "source": "posterior samples mean + std * eps of unflipped images (seeded), "
+        "per channel over (N, H, W), unbiased std",
+    }
+    exported = Artifacts.tokenizer_latent_stats(stage_keys(cfg).tokenizer)
+    if storage.exists(exported):
+        from safetensors.torch import load as load_safetensors
+
+        tensors = load_safetensors(storage.read_bytes(exported))
+        stats = {
+            "mean": tensors["mean"].tolist(),
+            "std": tensors["std"].tolist(),
+            "samples": stats["samples"],
+            "source": f"the tokenizer's exported statistics ({storage.uri_for(exported)})",
+        }
     return CacheManifest(
         schema_version=SCHEMA_VERSION,
         tokenizer={
@@ -260,12 +278,6 @@ def _manifest(
             "total": sum(ingested.skipped.values()),
             "report": ingested.report_path,
         },
-        stats={
-            "mean": moments.mean.tolist(),
-            "std": moments.std().tolist(),
-            "samples": moments.count // (grid * grid),
-            "source": "posterior samples mean + std * eps of unflipped images (seeded), "
-            "per channel over (N, H, W), unbiased std",
-        },
+        stats=stats,
         cache_dir=storage.uri_for(cache_rel),
     )

@@ -26,6 +26,7 @@ from orchestrator.storage.store import Storage
 DONE = "DONE.json"
 # A training run's world-size-independent export, what later stages consume.
 EXPORT_DIR = "export"
+LATENT_STATS_FILE = "latent_stats"
 MODEL_WEIGHTS = "model.safetensors"
 EMA_WEIGHTS = "ema.safetensors"
 
@@ -75,6 +76,12 @@ class Artifacts:
     def tokenizer_weights(key: str) -> str:
         """The tokenizer's exported `AutoencoderKL` inference weights."""
         return f"tokenizers/{key}/{EXPORT_DIR}/{MODEL_WEIGHTS}"
+
+    @staticmethod
+    def tokenizer_latent_stats(key: str) -> str:
+        """Latent statistics a tokenizer exports itself (REPA-E's BatchNorm running statistics,
+        `mean` and `std` per channel); the latent cache records them instead of its own."""
+        return f"tokenizers/{key}/{EXPORT_DIR}/{LATENT_STATS_FILE}.safetensors"
 
     @staticmethod
     def generator_ema_weights(key: str) -> str:

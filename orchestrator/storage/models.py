@@ -24,7 +24,7 @@ def generator_kwargs(cfg: ExperimentConfig) -> dict:
         raise ValueError(
             "dataset.num_classes must be known (set it, or resolve it from the ingest)"
         )
-    return {
+    kwargs = {
         "input_size": model.input_size,
         "in_channels": model.in_channels,
         "num_classes": cfg.dataset.num_classes,
@@ -36,6 +36,10 @@ def generator_kwargs(cfg: ExperimentConfig) -> dict:
         "use_rmsnorm": model.use_rmsnorm,
         "wo_shift": model.wo_shift,
     }
+    if model.head is not None:  # DiT^DH: the named size is the trunk (workloads/dit/registry.py)
+        head = model.head
+        kwargs["head"] = {"depth": head.depth, "width": head.width, "heads": head.heads}
+    return kwargs
 
 
 def build_autoencoder(cfg: ExperimentConfig, weights: str | None = None):

@@ -47,6 +47,16 @@ def read_tokenizer(cfg: ExperimentConfig, key: str, uri: str):
         checkpoint = read_tokenizer_checkpoint(read_file(key, uri), uri)
     except ValueError as error:
         raise ConfigError(key, str(error)) from None
+    # The latent channels first: a file of another width is the common mistake (fine-tuning the
+    # d32 release into a d16 point), and the one the generator and cache would trip over.
+    post = checkpoint.tensors.get("post_quant_conv.weight")
+    channels = cfg.tokenizer.arch.embed_dim
+    if post is not None and post.ndim == 4 and post.shape[1] != channels:
+        raise ConfigError(
+            key,
+            f"{uri} makes {post.shape[1]}-channel latents but tokenizer.arch.embed_dim is "
+            f"{channels}",
+        )
     with torch.device("meta"):  # keys and shapes only: no memory, no init time
         model = AutoencoderKL(**autoencoder_kwargs(cfg))
     mismatch = architecture_mismatch(model, checkpoint.tensors, INFERENCE_PREFIXES)

@@ -59,6 +59,8 @@ class GeneratorWorkload:
         weights = {
             "mse_weight": transport.mse_weight,
             "cos_weight": transport.cos_weight if transport.use_cosine_loss else 0.0,
+            # A number by now: `auto` is resolved from the latent shape (validation.resolve).
+            "time_shift": gen.training.time_shift,
         }
         self.objectives = {
             name: RectifiedFlowObjective(time_sampling=name, **weights)

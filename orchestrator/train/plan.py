@@ -122,6 +122,8 @@ def tokenizer_stages(cfg: ExperimentConfig, steps_per_epoch: int) -> tuple[Stage
             for key in ("vf_weight", "cos_margin", "distmat_margin", "disc_start")
             if (value := getattr(stage, key)) is not None
         }
+        if stage.train != "all":
+            overrides["train"] = stage.train
         plans.append(
             StagePlan(stage.name, steps_for(stage.steps, stage.epochs, steps_per_epoch), overrides)
         )

@@ -38,12 +38,14 @@ from torch import nn
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.schema import VFLossConfig
-from orchestrator.storage.models import autoencoder_kwargs
+from orchestrator.storage.artifacts import LATENT_STATS_FILE
+from orchestrator.storage.models import autoencoder_kwargs, build_generator
 from orchestrator.storage.store import local_copy
 from orchestrator.train.guard import SkippableAdam
 from orchestrator.train.plan import StagePlan
 from orchestrator.train.state import Extra
 from orchestrator.train.workload import ModelBundle, load_full_weights
+from workloads.families import get_family
 from workloads.foundation import FoundationModel, build_foundation
 from workloads.standin import TIMM_NAME as STANDIN_TIMM_NAME
 from workloads.standin import load_standin_spec, standin_timm_kwargs
@@ -52,6 +54,7 @@ from workloads.vavae import LPIPS, VAVAE, VAVAEObjective
 RANDOM_INIT = "random_init"
 # Key prefix of the VAVAE inside the step module (checkpoints and consolidated weights).
 VAVAE_PREFIX = "vavae."
+EXTRA_PREFIX = "extra."
 
 
 def build_lpips(files: list[str | None] | None) -> LPIPS | None:
@@ -85,22 +88,28 @@ def build_foundation_model(
 
 
 class VAVAETrainingStep(nn.Module):
-    """The trainable VAVAE + the stage's objective: `(images, step, rng) -> (loss, terms)`.
+    """The trainable VAVAE (+ the family's training-only networks, `extra`, e.g. REPA-E's DiT)
+    and the stage's objective: `(images, step, rng, labels) -> (loss, terms)`.
 
     The objective (holding the frozen LPIPS and foundation model) is a plain attribute, not a
     submodule, so DeepSpeed never partitions or trains the frozen networks.
     """
 
-    def __init__(self, vavae: VAVAE):
+    def __init__(self, vavae: VAVAE, extra: nn.Module | None = None):
         super().__init__()
         self.vavae = vavae
+        self.extra = extra
         self.objective: VAVAEObjective | None = None
 
     def forward(
-        self, images: torch.Tensor, step: int, generator: torch.Generator
+        self,
+        images: torch.Tensor,
+        step: int,
+        generator: torch.Generator,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # The single-backward form: generator total + discriminator loss, disjoint gradients.
-        return self.objective(self.vavae, images, step, generator)
+        return self.objective(self.vavae, images, step, generator, self.extra, labels)
 
 
 class TokenizerWorkload:
@@ -122,6 +131,7 @@ class TokenizerWorkload:
         self.foundation = build_foundation_model(
             tok.vf, cfg.dataset.resolution, grid, inputs.get("foundation_weights", RANDOM_INIT)
         )
+        self.family = get_family(tok.family)
         # The posterior sample z = mean + std * eps draws from this stream.
         self.posterior_rng = torch.Generator(device=device)
         self.generators = {"posterior": self.posterior_rng}
@@ -140,8 +150,14 @@ class TokenizerWorkload:
             vavae.fix_projection()
         return vavae
 
+    def new_extra(self) -> nn.Module | None:
+        """The family's training-only networks; REPA-E's DiT is the point's generator model."""
+        if self.foundation is None:
+            return None
+        return self.family.build_extra(build_generator(self.cfg), self.foundation.embed_dim)
+
     def build(self, stage_index: int, weights: dict[str, torch.Tensor] | None) -> ModelBundle:
-        step_module = VAVAETrainingStep(self.new_vavae())
+        step_module = VAVAETrainingStep(self.new_vavae(), self.new_extra())
         if weights is not None:
             # Each stage starts from the previous stage's weights (the reference's init_weight).
             load_full_weights(step_module, weights)
@@ -156,12 +172,27 @@ class TokenizerWorkload:
         step_module.objective = self._objectives[stage_index]
         step_module.to(self.device)
         vavae = step_module.vavae
+        if self.stages[stage_index].overrides.get("train") == "decoder":
+            vavae.freeze_encoder()
         opt = self.cfg.tokenizer.optimizer
+        groups = [
+            {
+                "params": [p for p in vavae.generator_parameters() if p.requires_grad],
+                "name": "generator",
+            },
+            {"params": list(vavae.discriminator_parameters()), "name": "discriminator"},
+        ]
+        if step_module.extra is not None:
+            # Its own betas (REPA-E: AdamW (0.9, 0.999), wd 0 for the SiT); same lr.
+            groups.append(
+                {
+                    "params": list(step_module.extra.parameters()),
+                    "name": "extra",
+                    "betas": self.family.extra_betas,
+                }
+            )
         optimizer = SkippableAdam(
-            [
-                {"params": list(vavae.generator_parameters()), "name": "generator"},
-                {"params": list(vavae.discriminator_parameters()), "name": "discriminator"},
-            ],
+            groups,
             lr=opt.lr,
             betas=opt.betas,
             eps=opt.eps,
@@ -174,10 +205,13 @@ class TokenizerWorkload:
         vf = dataclasses.replace(
             tok.vf, **{k: v for k, v in stage.overrides.items() if hasattr(tok.vf, k)}
         )
+        decoder_only = stage.overrides.get("train") == "decoder"
         return VAVAEObjective(
             self.lpips,
             self.foundation,
-            use_vf=vf.enabled,
+            # The VF loss trains only the encoder and its projection: inert (and its adaptive
+            # weight, a gradient w.r.t. the frozen encoder.conv_out, undefined) when they are frozen.
+            use_vf=vf.enabled and not decoder_only and self.family.uses_vf_loss,
             vf_weight=vf.vf_weight,
             cos_margin=vf.cos_margin,
             distmat_margin=vf.distmat_margin,
@@ -188,6 +222,8 @@ class TokenizerWorkload:
             disc_weight=tok.loss.disc_weight,
             # Counted from the start of each stage: every reference stage is a fresh run.
             disc_start=stage.overrides.get("disc_start", tok.loss.disc_start),
+            family=self.family,
+            decoder_only=decoder_only,
         ).to(self.device)
 
     def start(self, engine) -> None:
@@ -208,7 +244,10 @@ class TokenizerWorkload:
             # needs one, before the backward even starts. An input that needs a gradient makes
             # the hook wait until every parameter gradient of the step has been accumulated.
             images.requires_grad_(True)
-        return engine(images, stage_step, self.posterior_rng)
+        labels = batch.get("label")
+        if labels is not None:
+            labels = torch.from_numpy(labels).to(self.device)
+        return engine(images, stage_step, self.posterior_rng, labels)
 
     def after_update(self, engine) -> None:
         """No EMA for the tokenizer (the reference has none)."""
@@ -224,13 +263,33 @@ class TokenizerWorkload:
         self, weights: dict[str, torch.Tensor]
     ) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
         vavae = self.new_vavae()
-        load_full_weights(vavae, {k.removeprefix(VAVAE_PREFIX): v for k, v in weights.items()})
+        load_full_weights(
+            vavae,
+            {
+                k.removeprefix(VAVAE_PREFIX): v
+                for k, v in weights.items()
+                if k.startswith(VAVAE_PREFIX)
+            },
+        )
         files = {
             # Exactly the AutoencoderKL inference keys: what the latent cache and evaluation load.
             "model": vavae.export_inference_state_dict(),
             # The whole trainable wrapper (projection, discriminator, logvar) for fine-tuning.
             "training_model": vavae.state_dict(),
         }
+        extra = self.new_extra()
+        if extra is not None:
+            load_full_weights(
+                extra,
+                {
+                    k.removeprefix(EXTRA_PREFIX): v
+                    for k, v in weights.items()
+                    if k.startswith(EXTRA_PREFIX)
+                },
+            )
+            # REPA-E: the latent BatchNorm's running statistics become the cache's (the latent
+            # cache reads this file next to `model.safetensors`).
+            files[LATENT_STATS_FILE] = {k: torch.tensor(v) for k, v in extra.latent_stats().items()}
         summary = {
             "autoencoder_config": dict(vavae.config),
             "vf_feature_dim": None if self.foundation is None else self.foundation.embed_dim,

@@ -35,6 +35,9 @@ class RectifiedFlowObjective:
     time_sampling: str = "logit_normal"
     mse_weight: float = 1.0
     cos_weight: float = 1.0
+    # RAE's time shift s (None = none): t -> t / (s + (1 - s) t) on the drawn t, i.e. RAE's
+    # s t' / (1 + (s - 1) t') on its reversed time t' = 1 - t (stage2/transport/transport.py).
+    time_shift: float | None = None
 
     def __post_init__(self) -> None:
         if self.time_sampling not in TIME_SAMPLINGS:
@@ -43,6 +46,8 @@ class RectifiedFlowObjective:
             )
         if self.mse_weight < 0 or self.cos_weight < 0:
             raise ValueError("loss weights must be non-negative")
+        if self.time_shift is not None and not self.time_shift > 0:
+            raise ValueError(f"time_shift must be > 0, got {self.time_shift}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +66,8 @@ class RectifiedFlowObjective:
             t = torch.sigmoid(torch.randn(batch, generator=generator, device=rng_device))
         else:
             t = torch.rand(batch, generator=generator, device=rng_device)
+        if self.time_shift is not None:
+            t = t / (self.time_shift + (1 - self.time_shift) * t)
         return t.to(device)
 
     def __call__(

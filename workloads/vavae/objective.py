@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from workloads.families.base import TokenizerFamily
 from workloads.vavae.discriminator import hinge_d_loss
 from workloads.vavae.posterior import DiagonalGaussian
 from workloads.vavae.vf_loss import adaptive_vf_weight, vf_loss
@@ -77,6 +78,8 @@ class VAVAEObjective:
         last_layers: Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor]] = (
             default_last_layers
         ),
+        family: TokenizerFamily | None = None,
+        decoder_only: bool = False,
     ):
         if perceptual_weight > 0 and lpips is None:
             raise ValueError("perceptual_weight > 0 needs an LPIPS module (or set it to 0)")
@@ -97,6 +100,11 @@ class VAVAEObjective:
         self.disc_factor = disc_factor
         self.disc_start = disc_start
         self.last_layers = last_layers
+        # The family decides what is encoded, decoded and compared (workloads/families); the
+        # default is the plain VA-VAE step.
+        self.family = family if family is not None else TokenizerFamily()
+        # A `train: decoder` stage: the encoder is frozen and the family's augmentations are off.
+        self.decoder_only = decoder_only
 
     def to(self, device: torch.device | str) -> "VAVAEObjective":
         """Move the frozen networks to ``device``."""
@@ -115,9 +123,13 @@ class VAVAEObjective:
         x: torch.Tensor,
         step: int,
         generator: torch.Generator | None = None,
+        extra: nn.Module | None = None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Single-backward form: (generator_total + discriminator_loss, detached terms)."""
-        generator_total, discriminator_total, terms = self.losses(model, x, step, generator)
+        generator_total, discriminator_total, terms = self.losses(
+            model, x, step, generator, extra, labels
+        )
         return generator_total + discriminator_total, terms
 
     def losses(
@@ -126,20 +138,30 @@ class VAVAEObjective:
         x: torch.Tensor,
         step: int,
         generator: torch.Generator | None = None,
+        extra: nn.Module | None = None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """One forward of ``model`` (a VAVAE, or a DDP/DeepSpeed engine around one) on images
-        ``x`` in [-1, 1] at 0-based iteration ``step``.
+        ``x`` in [-1, 1] at 0-based iteration ``step``. ``extra``: the family's training-only
+        networks (REPA-E's DiT), trained by the family's ``extra_loss`` with class ``labels``.
 
         Returns (generator_total, discriminator_loss, terms). Call with grad enabled: the
         adaptive weights differentiate the losses w.r.t. the last-layer weights.
         """
         module = _unwrap(model)
-        reconstruction, posterior, z_proj = model(x, generator)
+        view = self.family.training_view(model, x, generator, self.decoder_only)
+        reconstruction, posterior, z_proj = view.reconstruction, view.posterior, view.z_proj
         features = None
         if self.use_vf:
             if z_proj is None:
                 raise ValueError("use_vf=True but the model has no linear_proj (vf_feature_dim)")
-            features = self.foundation(x, grid=tuple(z_proj.shape[-2:]))
+            features = self.foundation(view.image, grid=tuple(z_proj.shape[-2:]))
+        elif extra is not None and self.family.needs_features:
+            grid = view.latent.shape[-1] // extra.dit.patch_size
+            features = self.foundation(view.image, grid=(grid, grid))
+        # The reconstruction is scored against the family's target (the image itself, or the
+        # image under the same transform as the latent for EQ-VAE); so are D's real samples.
+        x = view.target
         encoder_last, decoder_last = self.last_layers(module)
         generator_total, terms = self.generator_loss(
             x,
@@ -153,6 +175,12 @@ class VAVAEObjective:
             features=features,
             logvar=module.loss.logvar,
         )
+        if extra is not None:
+            extra_total, extra_terms = self.family.extra_loss(
+                extra, view, features, labels, generator
+            )
+            generator_total = generator_total + extra_total
+            terms.update(extra_terms)
         discriminator_total, disc_terms = self.discriminator_loss(
             module.discriminator, x, reconstruction, step
         )
@@ -185,9 +213,13 @@ class VAVAEObjective:
         else:
             lpips = torch.zeros((), device=x.device)
         logvar = torch.as_tensor(logvar, device=x.device)
-        # Sum over pixels, mean over the batch: a *sum* loss (~1e4 at 256 px), which is why the
-        # adaptive weights below exist.
-        nll = torch.sum(rec / torch.exp(logvar) + logvar) / batch
+        if self.family.mean_reconstruction:
+            # REPA-E's ReconstructionLoss_Single_Stage: L1 and LPIPS as means over pixels.
+            nll = torch.mean(rec / torch.exp(logvar) + logvar)
+        else:
+            # Sum over pixels, mean over the batch: a *sum* loss (~1e4 at 256 px), which is why
+            # the adaptive weights below exist.
+            nll = torch.sum(rec / torch.exp(logvar) + logvar) / batch
         kl = torch.sum(posterior.kl()) / batch
 
         # D with detached parameters: the generator's adversarial term must not produce
@@ -195,7 +227,9 @@ class VAVAEObjective:
         frozen_params = {name: p.detach() for name, p in discriminator.named_parameters()}
         g = -torch.mean(functional_call(discriminator, frozen_params, (reconstruction,)))
         d_weight = torch.zeros((), device=x.device)
-        if self.disc_factor > 0 and torch.is_grad_enabled():
+        if not self.family.adaptive_gan:
+            d_weight = torch.as_tensor(self.disc_weight, device=x.device)
+        elif self.disc_factor > 0 and torch.is_grad_enabled():
             # Computed even before disc_start, as the reference does (for logging); it only
             # multiplies g once disc_factor_at(step) > 0.
             d_weight = self._adaptive_gan_weight(nll, g, decoder_last_layer)

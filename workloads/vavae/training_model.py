@@ -72,6 +72,13 @@ class VAVAE(AutoencoderKL):
         del self.linear_proj.weight
         self.linear_proj.register_buffer("weight", weight)
 
+    def freeze_encoder(self) -> None:
+        """Freeze everything that makes the latent (encoder, quant_conv, VF projection) for a
+        decoder-only stage; the decoder, post_quant_conv and discriminator keep training."""
+        for name, parameter in self.named_parameters():
+            if name.startswith(("encoder.", "quant_conv.", "linear_proj.")):
+                parameter.requires_grad_(False)
+
     def load_initial_weights(self, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
         """Start training from another tokenizer (the reference's ``init_weight``): the
         autoencoder strictly; the projection, discriminator and ``logvar`` each strictly when the

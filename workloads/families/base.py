@@ -1,0 +1,90 @@
+"""What a tokenizer family is: how one training step turns a batch of images into the
+(reconstruction, target) pair the shared VA-VAE objective scores.
+
+Every family here trains the LDM `AutoencoderKL` of `workloads.vavae` with the same objective
+(L1 + LPIPS + KL + adaptive GAN, optionally the VF loss); a family changes only the training
+*view*: what is encoded, which latent is decoded and which image the reconstruction is compared
+with. Inference (latent cache, evaluation) is the plain autoencoder for every family, so the
+stages downstream of tokenizer training need no family-specific code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # workloads.vavae imports this module (its objective takes a family)
+    from workloads.vavae.posterior import DiagonalGaussian
+
+
+@dataclass
+class TrainingView:
+    """One step's tensors: `image` is what the encoder saw (the VF target features are computed
+    on it), `target` what the reconstruction is scored against, `posterior` the encoder's output
+    (KL), `z_proj` the projected latent for the VF loss (None without VF)."""
+
+    image: torch.Tensor
+    target: torch.Tensor
+    reconstruction: torch.Tensor
+    posterior: DiagonalGaussian
+    z_proj: torch.Tensor | None
+    # The sampled latent, for families whose extra loss reads it (REPA-E).
+    latent: torch.Tensor | None = None
+
+
+def uniform(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """U(0, 1) draws from `generator` (which may live on another device), moved to `device`."""
+    rng_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=rng_device).to(device)
+
+
+class TokenizerFamily:
+    """Base family: the plain VA-VAE / LDM step (encode, sample, decode, compare with x).
+
+    `name` is the config value (`tokenizer.family`), `source` the authors' code the defaults come
+    from. `decoder_only` is True in a `tokenizer.stages[*].train: decoder` stage: the encoder is
+    frozen there and a family's training-only augmentations are off.
+    """
+
+    name = "vavae"
+    source = "hustvl/LightningDiT@2725fed:vavae/ldm/models/autoencoder.py"
+    # Whether `tokenizer.vf` configures a VF loss (else the foundation model is the family's own
+    # target, REPA-E's), whether the objective must compute foundation features for
+    # `extra_loss`, and whether the GAN weight is taming's adaptive one (else `disc_weight`).
+    uses_vf_loss = True
+    needs_features = False
+    adaptive_gan = True
+    # L1 + LPIPS as pixel means (REPA-E) instead of LDM's sum over pixels.
+    mean_reconstruction = False
+
+    def build_extra(self, dit: nn.Module, feature_dim: int) -> nn.Module | None:
+        """Training-only networks the family trains alongside the tokenizer (None: none). The
+        module's `latent_stats()` are exported as the latent cache's statistics, and the family's
+        `extra_betas` are its param group's Adam betas."""
+        return None
+
+    def extra_loss(
+        self,
+        extra: nn.Module,
+        view: TrainingView,
+        features: torch.Tensor | None,
+        labels: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of the `build_extra` networks (added to the tokenizer's; disjoint grads)."""
+        raise NotImplementedError(f"{self.name} has no extra networks")
+
+    def training_view(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        generator: torch.Generator | None,
+        decoder_only: bool = False,
+    ) -> TrainingView:
+        reconstruction, posterior, z_proj = model(x, generator)
+        return TrainingView(x, x, reconstruction, posterior, z_proj)
