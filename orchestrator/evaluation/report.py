@@ -100,10 +100,12 @@ def log_point_grids(
 ) -> None:
     """Every point's grids onto the parent run (`points/<label>/`): one click from the chart."""
     with tempfile.TemporaryDirectory() as tmp:
-        for row, cfg in rows:
+        for index, (row, cfg) in enumerate(rows):
             if not cfg.tracking.log_images:
                 continue
-            folder = Path(tmp) / row.label.replace(" ", "_").replace("/", "-")
+            # Numbered as in the table: points that differ only in generator settings share a label.
+            name = row.label.replace(" ", "_").replace("/", "-")
+            folder = Path(tmp) / f"{index:02d}_{name}"
             folder.mkdir()
             for name, rel in point_grids(cfg).items():
                 if storage.exists(rel):
