@@ -89,6 +89,8 @@ def debug_cpu() -> ExperimentConfig:
             reference_split="val",
             tokenizer_num_images=500,
             uniformity_samples=500,
+            # Half the embedded training split as iFID's latent bank.
+            proxy_train_images=1000,
         ),
         resources=_cpu_resources(),
     )
@@ -124,6 +126,7 @@ def micro() -> ExperimentConfig:
             batch_size=20,
             tokenizer_num_images=40,
             uniformity_samples=100,
+            proxy_train_images=60,
             intermediate_samples=20,
         ),
     )

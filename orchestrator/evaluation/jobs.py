@@ -31,6 +31,8 @@ from orchestrator.sweep import resources
 REFERENCE_FORMAT = "v2"
 GRID_IMAGES = 8
 GRID_SAMPLES = 64
+# LNC compares every validation latent with every other: at most this many (memory N^2).
+LNC_MAX_IMAGES = 10_000
 
 
 def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict, dict]:
@@ -80,9 +82,12 @@ class ReconstructionScorer:
 
             self.dinov2 = DINOv2Features(plan["fd_dinov2"]).to(self.device)
         self.seed = plan["seed"]
+        # iFID's training-latent bank (posterior means, sorted by image id), or None.
+        self.bank = ray.get(plan["bank"]) if plan.get("bank") is not None else None
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from workloads.metrics.latent_proxies import spatial_self_similarity
         from workloads.metrics.reconstruction import lpips_distance, psnr, ssim
 
         x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
@@ -112,7 +117,79 @@ class ReconstructionScorer:
         if self.dinov2 is not None:
             out["fd_orig"] = self.dinov2(x).cpu().numpy()
             out["fd_rec"] = self.dinov2(rec.clamp(-1, 1)).cpu().numpy()
+        mean = posterior.mean.float().cpu().numpy()
+        # Latent-space proxies (workloads/metrics/latent_proxies.py): LDS per image; LNC needs
+        # every latent with its label at the driver.
+        out["lds"] = np.array([spatial_self_similarity(m[None]) for m in mean])
+        out["latent"] = mean.reshape(len(mean), -1)
+        out["label"] = np.asarray(batch["label"])
+        if self.bank is not None:
+            out["feat_interp"] = self.interpolations(mean, rngs)[key].astype(np.float32)
         return out
+
+    def interpolations(self, mean: np.ndarray, rngs: list[np.random.Generator]) -> dict:
+        """iFID: SLERP each latent with a training neighbour drawn by softmax(-MSE), decode,
+        and return the evaluator's features of the decoded interpolations."""
+        from workloads.metrics.latent_proxies import interpolation_partners, slerp
+
+        # Drawn after the posterior noise and pixel position: the same per-image stream.
+        uniforms = np.array([r.random() for r in rngs])
+        partners = interpolation_partners(mean, self.bank, uniforms)
+        mixed = slerp(mean, self.bank[partners]).astype(np.float32)
+        decoded = self.tokenizer.decode(torch.from_numpy(mixed).to(self.device))
+        return self.features(to_uint8_nhwc(decoded.float().cpu()))
+
+
+class LatentEncoder:
+    """Ray Data actor: posterior means of training images (iFID's latent bank)."""
+
+    def __init__(self, plan: dict):
+        from workloads.vavae import AutoencoderKL, load_autoencoder_weights
+
+        torch.set_num_threads(plan["threads"])
+        self.device = torch.device(plan["device"])
+        self.tokenizer = AutoencoderKL(**plan["autoencoder"])
+        load_autoencoder_weights(self.tokenizer, ray.get(plan["weights"]))
+        self.tokenizer.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
+        mean = self.tokenizer.encode(x).mean.float().cpu().numpy()
+        return {"mean": mean, "image_id": batch["image_id"]}
+
+
+def latent_bank(cfg: ExperimentConfig, ingested, plan: dict) -> np.ndarray:
+    """Posterior means of `evaluation.proxy_train_images` training images, a seeded sample
+    across classes (sorted by image id: the bank's order never depends on Ray's scheduling)."""
+    from orchestrator.data import image_dataset
+    from orchestrator.data.parquet_io import read_table
+    from workloads.metrics.precision_recall import reference_rows
+
+    ev = cfg.evaluation
+    split = cfg.dataset.train_split
+    total = read_table(ingested.index_paths[split], columns=["row"]).num_rows
+    if total < ev.proxy_train_images:
+        raise ValueError(
+            f"evaluation.proxy_train_images asks for {ev.proxy_train_images:,} training images "
+            f"but split `{split}` holds {total:,}; lower it to at most {total:,}"
+        )
+    rows = np.sort(reference_rows(total, ev.proxy_train_images, ev.seed))
+    compute, ray_args, _ = actor_pool(cfg)
+    encoded = image_dataset(ingested, cfg, split, rows=rows, view="resize_center").map_batches(
+        LatentEncoder,
+        fn_constructor_kwargs={"plan": plan},
+        batch_size=ev.batch_size,
+        compute=compute,
+        batch_format="numpy",
+        **ray_args,
+    )
+    means, ids = [], []
+    for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+        means.append(batch["mean"])
+        ids.append(batch["image_id"])
+    order = np.argsort(np.concatenate(ids), kind="stable")
+    return np.concatenate(means)[order]
 
 
 def latent_pixels(mean: torch.Tensor, rngs: list[np.random.Generator]) -> np.ndarray:
@@ -151,6 +228,7 @@ def evaluate_tokenizer(
         "fd_dinov2": fd_dinov2_weights(cfg),
         "seed": ev.seed,
     }
+    plan["bank"] = ray.put(latent_bank(cfg, ingested, plan)) if ev.proxy_train_images else None
     # The reference evaluates its tokenizer on Resize(256) + CenterCrop(256), not the ADM crop.
     dataset = image_dataset(
         ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images, view="resize_center"
@@ -166,6 +244,8 @@ def evaluate_tokenizer(
     columns: dict[str, list[np.ndarray]] = {}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
         for name, values in batch.items():
+            if name == "latent" and sum(map(len, columns.get(name, []))) >= LNC_MAX_IMAGES:
+                continue  # LNC compares at most LNC_MAX_IMAGES latents (memory: N^2)
             columns.setdefault(name, []).append(values)
     data = {name: np.concatenate(parts) for name, parts in columns.items()}
     count = len(data["psnr"])
@@ -197,11 +277,21 @@ def evaluate_tokenizer(
             gini=uniformity["gini"],
             norm_entropy=uniformity["normalized_entropy"],
         )
+    metrics.update(latent_proxy_metrics(data, evaluator, count))
     summary = {
         "metrics": metrics,
         "labels": counted_labels(metrics),
         "spec": {
             "images": count,
+            "proxies": {
+                "ifid_train_images": ev.proxy_train_images,
+                "ifid": "SLERP(0.5) with a softmax(-MSE) draw among the 10 cosine-nearest "
+                "training latents, decoded; FD against the validation images (arXiv 2603.05630)",
+                "lnc": f"same-label fraction of the 10 cosine-nearest validation latents, over "
+                f"the first {min(count, LNC_MAX_IMAGES)} (arXiv 2606.03578)",
+                "lds": "4-neighbour minus far (Manhattan >= 6) cosine of latent pixels "
+                "(iREPA, arXiv 2512.10794)",
+            },
             "split": cfg.dataset.val_split,
             "reconstruction": "posterior.sample() with per-image seeds",
             "evaluator": evaluator.identity,
@@ -214,6 +304,26 @@ def evaluate_tokenizer(
     storage.write_json(summary, rel, "metrics.json")
     artifacts.mark_done(rel, summary)
     return summary
+
+
+def latent_proxy_metrics(data: dict, evaluator: EvaluatorSpec, count: int) -> dict[str, float]:
+    """The gFID proxies from the scored columns, named with their counts (the config-side twin,
+    `naming.latent_proxies`, says which a config reports)."""
+    from workloads.metrics.frechet import fid_from_features
+    from workloads.metrics.latent_proxies import LNC_NEIGHBOURS, neighbour_label_agreement
+    from workloads.metrics.names import metric_name
+
+    metrics = {"lds": float(np.mean(data["lds"]))}
+    if "feat_interp" in data:
+        name = "ifid" if evaluator.kind == INCEPTION else "ifd_proxy"
+        metrics[metric_name(name, count)] = fid_from_features(
+            data["feat_orig"], data["feat_interp"]
+        )
+    latents = data["latent"][:LNC_MAX_IMAGES]
+    if len(latents) > LNC_NEIGHBOURS:
+        labels = data["label"][: len(latents)]
+        metrics[metric_name("lnc", len(latents))] = neighbour_label_agreement(latents, labels)
+    return metrics
 
 
 def fd_dinov2_weights(cfg: ExperimentConfig) -> str | None:
