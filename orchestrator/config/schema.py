@@ -452,6 +452,8 @@ class PruneConfig:
     proxy: str = "ifid"
     keep: int | None = None
     keep_fraction: float | None = None
+    # Also train every point on the (reconstruction, proxy) Pareto set; false = exactly `keep`.
+    keep_pareto: bool = True
 
     @property
     def enabled(self) -> bool:

@@ -130,6 +130,19 @@ def plot_frontier(
     on = sorted((i for i, f in enumerate(front) if f), key=lambda i: xs[i])
     ax.scatter([xs[i] for i in off], [ys[i] for i in off], c="#9aa5b1", s=40, label="dominated")
     ax.plot([xs[i] for i in on], [ys[i] for i in on], "-o", c="#d1495b", ms=8, label="Pareto front")
+    # Points a prune left without a generator (search.prune): on the x axis, at the bottom.
+    pruned = [i for i, r in enumerate(rows) if r.params.get("status") == "pruned"]
+    if pruned:
+        bottom = ax.get_ylim()[0]
+        ax.scatter(
+            [xs[i] for i in pruned],
+            [bottom] * len(pruned),
+            marker="x",
+            c="#33658a",
+            s=50,
+            clip_on=False,
+            label="pruned (no generator)",
+        )
     for i, row in enumerate(rows):
         if math.isfinite(xs[i]) and math.isfinite(ys[i]):
             ax.annotate(

@@ -60,18 +60,35 @@ def trial_overrides(config: dict) -> dict:
     return {**config.get("point", {}).get("overrides", {}), **config.get("overrides", {})}
 
 
+def result_row(sweep: SweepConfig, cli_overrides: dict, result) -> FrontierRow | None:
+    """The row of a finished trial (None for a failed or unfinished one)."""
+    metrics = result.metrics or {}
+    if result.error is not None or "point_done" not in metrics:
+        return None
+    cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
+    # Every metric of the table (timings and bookkeeping keys are not frontier columns).
+    values = {k: float(v) for k, v in metrics.items() if is_known(k)}
+    return FrontierRow(point_label(cfg), frontier_params(cfg), values)
+
+
 def collect_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> list[FrontierRow]:
     """One row per finished trial (failed or unfinished trials are left out)."""
-    rows = []
-    for result in grid:
-        metrics = result.metrics or {}
-        if result.error is not None or "point_done" not in metrics:
-            continue
-        cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
-        # Every metric of the table (timings and bookkeeping keys are not frontier columns).
-        values = {k: float(v) for k, v in metrics.items() if is_known(k)}
-        rows.append(FrontierRow(point_label(cfg), frontier_params(cfg), values))
+    rows = [row for result in grid if (row := result_row(sweep, cli_overrides, result))]
+    return sort_rows(rows)
+
+
+def sort_rows(rows: list[FrontierRow]) -> list[FrontierRow]:
     return sorted(rows, key=lambda r: tuple(str(r.params.get(k)).zfill(8) for k in PARAM_COLUMNS))
+
+
+def phase_one_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> dict[int, FrontierRow]:
+    """A pruned sweep's first phase: point index -> row of tokenizer metrics."""
+    rows = {}
+    for result in grid:
+        row = result_row(sweep, cli_overrides, result)
+        if row is not None:
+            rows[result.config["point"]["index"]] = row
+    return rows
 
 
 def terminal_table(rows: list[FrontierRow], front: list[bool], metrics: list[str]) -> str:
@@ -87,14 +104,21 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if math.isfinite(value) else "n/a"
 
 
-def write_frontier(sweep, ctx, storage: Storage, run_name: str, grid, client) -> FrontierSummary:
+def write_frontier(
+    sweep, ctx, storage: Storage, run_name: str, grid, client, pruning=None
+) -> FrontierSummary:
     rows = collect_rows(sweep, ctx.cli_overrides, grid)
+    if pruning is not None:
+        # Trained points say so beside the pruned ones (tokenizer metrics only, never on a front).
+        rows = [FrontierRow(r.label, {**r.params, "status": "trained"}, r.metrics) for r in rows]
+        rows = sort_rows(rows + pruning.pruned_rows())
     x, y = frontier_axes(rows, sweep.frontier.x, sweep.frontier.y)
     front = mark_front(rows, x, y)
     present = sorted({m for r in rows for m in r.metrics}, key=metric_order)
+    status = ["status"] if pruning is not None else []
     markdown = (
         f"# Frontier of `{sweep.name}`\n\nx = `{x}`: {axis_label(x)}; y = `{y}`: {axis_label(y)}\n\n"
-        + frontier_markdown(rows, front, [*PARAM_COLUMNS, *present])
+        + frontier_markdown(rows, front, [*PARAM_COLUMNS, *status, *present])
     )
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)

@@ -339,7 +339,10 @@ class SweepCost:
         least a prune to `keep` saves (Pareto points it also keeps are known only after the
         tokenizer evaluations)."""
         ranked = sorted(self.points, key=self.generator_side, reverse=True)
-        kept = set(ranked[:keep])
+        return self.kept_flops(set(ranked[:keep]))
+
+    def kept_flops(self, kept: set[int]) -> float:
+        """Every tokenizer stage, and the generator stages of the `kept` points only."""
         stages = {
             (c.stage, c.key): c
             for index, costs in self.points.items()
