@@ -9,6 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, build_config, point_label
+from orchestrator.evaluation.correlation import (
+    correlation_csv,
+    mlflow_metrics,
+    plot_correlation,
+    proxy_correlations,
+    summary_lines,
+)
 from orchestrator.evaluation.pareto import (
     FrontierRow,
     frontier_axes,
@@ -120,6 +127,16 @@ def write_frontier(
         f"# Frontier of `{sweep.name}`\n\nx = `{x}`: {axis_label(x)}; y = `{y}`: {axis_label(y)}\n\n"
         + frontier_markdown(rows, front, [*PARAM_COLUMNS, *status, *present])
     )
+    # The proxies' predictive power on this sweep's own points (evaluation/correlation.py).
+    report = proxy_correlations(rows, y)
+    trained = sum(math.isfinite(r.metrics.get(y, math.nan)) for r in rows)
+    correlation = summary_lines(report, y, trained)
+    if pruning is not None and pruning.decision is not None:
+        correlation.append(
+            f"pruned {len(pruning.decision.pruned)} point(s) by {pruning.decision.proxy}: "
+            f"{pruning.saved_gpu_hours:.3g} GPU-hours saved (cost plan)"
+        )
+    markdown += "\n\n" + "\n".join(correlation) + "\n"
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
         plot_frontier(
@@ -127,13 +144,23 @@ def write_frontier(
         )
         (local / "frontier.csv").write_text(frontier_csv(rows, front))
         (local / "frontier.md").write_text(markdown)
-        for name in ("frontier.png", "frontier.csv", "frontier.md"):
+        names = ["frontier.png", "frontier.csv", "frontier.md"]
+        if report:
+            (local / "proxy_correlation.csv").write_text(correlation_csv(report))
+            names.append("proxy_correlation.csv")
+        for name in names:
             storage.write_bytes((local / name).read_bytes(), "sweeps", run_name, name)
             client.log_artifact(ctx.parent_run_id, str(local / name))
+        for c in report:
+            png = plot_correlation(rows, c, local / "proxies" / f"{c.proxy}.png")
+            storage.write_bytes(png.read_bytes(), "sweeps", run_name, "proxies", png.name)
+            client.log_artifact(ctx.parent_run_id, str(png), "proxies")
     client.log_metric(ctx.parent_run_id, "points", float(len(rows)))
     client.log_metric(ctx.parent_run_id, "points_on_front", float(sum(front)))
+    for name, value in mlflow_metrics(report).items():
+        client.log_metric(ctx.parent_run_id, name, value)
     return FrontierSummary(
-        table=terminal_table(rows, front, present),
+        table=terminal_table(rows, front, present) + "\n\n" + "\n".join(correlation),
         chart=storage.uri_for("sweeps", run_name, "frontier.png"),
         csv=storage.uri_for("sweeps", run_name, "frontier.csv"),
         markdown=markdown,
