@@ -73,3 +73,25 @@ def test_a_budget_below_the_cheapest_point_is_one_line():
     with pytest.raises(ConfigError, match=r"--budget: .* below the cheapest point \(point 0"):
         check_budget_floor(cheapest / 2, cost)
     check_budget_floor(cheapest * 2, cost)  # enough for one point: no error here
+
+
+def test_dry_run_prints_the_cost_plan_and_refuses_an_over_budget_sweep(tmp_path, capsys):
+    from orchestrator.frontier import main
+    from search_spaces import load_space
+
+    base = ["--space", "smoke", "--storage", str(tmp_path / "store"), "--dry-run"]
+    cost = sweep_cost(expand(load_space("smoke")))
+    total = cost.hours(cost.total_flops)
+    # Half the total covers the cheapest of the six points but not the sweep: the plan is
+    # printed, then one error line with the figures.
+    assert main([*base, "--budget", str(total / 2)]) == 2
+    captured = capsys.readouterr()
+    assert "cost plan at 400 TFLOP/s per GPU" in captured.out
+    assert "with search.prune: {keep: 3}: at least" in captured.out
+    assert f"spends {total:.3g} GPU-hours, over --budget" in captured.err
+    assert captured.err.count("\n") == 1
+    # Below the cheapest point: one line and nothing else.
+    assert main([*base, "--budget", str(total / 100)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "--budget: " in captured.err and "below the cheapest point" in captured.err
