@@ -51,7 +51,7 @@ def test_shared_stages_are_counted_once_and_pruning_keeps_every_tokenizer():
     points = expand(micro_sweep({"sampler.num_steps": [4, 8]}))
     cost = sweep_cost(points)
     one = cost.points[0]
-    assert [c.stage for c in one] == list(STAGES)
+    assert [c.stage for c in one] == list(STAGES[:5])  # no ASHA rounds here
     shared = sum(c.flops for c in one if c.stage != "generator eval")
     assert cost.unshared_flops - cost.total_flops == pytest.approx(shared)
     # More sampler steps cost more network evaluations.

@@ -31,8 +31,6 @@ from orchestrator.sweep import resources
 REFERENCE_FORMAT = "v2"
 GRID_IMAGES = 8
 GRID_SAMPLES = 64
-# LNC compares every validation latent with every other: at most this many (memory N^2).
-LNC_MAX_IMAGES = 10_000
 
 
 def actor_pool(cfg: ExperimentConfig) -> tuple[ray.data.ActorPoolStrategy, dict, dict]:
@@ -209,6 +207,7 @@ def evaluate_tokenizer(
     """Reconstruction metrics on the first `tokenizer_num_images` validation images (cached)."""
     from orchestrator.data import image_dataset
     from workloads.metrics.frechet import fid_from_features
+    from workloads.metrics.latent_proxies import LNC_MAX_LATENTS
     from workloads.metrics.names import metric_name
     from workloads.metrics.uniformity import latent_uniformity
 
@@ -244,8 +243,8 @@ def evaluate_tokenizer(
     columns: dict[str, list[np.ndarray]] = {}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
         for name, values in batch.items():
-            if name == "latent" and sum(map(len, columns.get(name, []))) >= LNC_MAX_IMAGES:
-                continue  # LNC compares at most LNC_MAX_IMAGES latents (memory: N^2)
+            if name == "latent" and sum(map(len, columns.get(name, []))) >= LNC_MAX_LATENTS:
+                continue  # LNC compares at most LNC_MAX_LATENTS latents (memory: N^2)
             columns.setdefault(name, []).append(values)
     data = {name: np.concatenate(parts) for name, parts in columns.items()}
     count = len(data["psnr"])
@@ -288,7 +287,7 @@ def evaluate_tokenizer(
                 "ifid": "SLERP(0.5) with a softmax(-MSE) draw among the 10 cosine-nearest "
                 "training latents, decoded; FD against the validation images (arXiv 2603.05630)",
                 "lnc": f"same-label fraction of the 10 cosine-nearest validation latents, over "
-                f"the first {min(count, LNC_MAX_IMAGES)} (arXiv 2606.03578)",
+                f"the first {min(count, LNC_MAX_LATENTS)} (arXiv 2606.03578)",
                 "lds": "4-neighbour minus far (Manhattan >= 6) cosine of latent pixels "
                 "(iREPA, arXiv 2512.10794)",
             },
@@ -310,7 +309,11 @@ def latent_proxy_metrics(data: dict, evaluator: EvaluatorSpec, count: int) -> di
     """The gFID proxies from the scored columns, named with their counts (the config-side twin,
     `naming.latent_proxies`, says which a config reports)."""
     from workloads.metrics.frechet import fid_from_features
-    from workloads.metrics.latent_proxies import LNC_NEIGHBOURS, neighbour_label_agreement
+    from workloads.metrics.latent_proxies import (
+        LNC_MAX_LATENTS,
+        LNC_NEIGHBOURS,
+        neighbour_label_agreement,
+    )
     from workloads.metrics.names import metric_name
 
     metrics = {"lds": float(np.mean(data["lds"]))}
@@ -319,7 +322,7 @@ def latent_proxy_metrics(data: dict, evaluator: EvaluatorSpec, count: int) -> di
         metrics[metric_name(name, count)] = fid_from_features(
             data["feat_orig"], data["feat_interp"]
         )
-    latents = data["latent"][:LNC_MAX_IMAGES]
+    latents = data["latent"][:LNC_MAX_LATENTS]
     if len(latents) > LNC_NEIGHBOURS:
         labels = data["label"][: len(latents)]
         metrics[metric_name("lnc", len(latents))] = neighbour_label_agreement(latents, labels)

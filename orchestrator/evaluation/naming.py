@@ -60,7 +60,7 @@ def latent_proxies(cfg: ExperimentConfig) -> dict[str, str]:
     """The gFID proxies the tokenizer evaluation computes (base -> reported name): iFID (or its
     FD-proxy twin) with a training-latent bank, LNC with more validation images than
     neighbours, LDS always (workloads/metrics/latent_proxies.py)."""
-    from workloads.metrics.latent_proxies import LNC_NEIGHBOURS
+    from workloads.metrics.latent_proxies import LNC_MAX_LATENTS, LNC_NEIGHBOURS
     from workloads.metrics.names import metric_name
 
     ev = cfg.evaluation
@@ -70,7 +70,7 @@ def latent_proxies(cfg: ExperimentConfig) -> dict[str, str]:
         base = "ifid" if uses_inception(cfg) else "ifd_proxy"
         names[base] = metric_name(base, images)
     if images > LNC_NEIGHBOURS:
-        names["lnc"] = metric_name("lnc", images)
+        names["lnc"] = metric_name("lnc", min(images, LNC_MAX_LATENTS))
     return names
 
 

@@ -32,7 +32,14 @@ INCEPTION_FLOPS = 11.4e9
 # Network evaluations per sample of the adaptive dopri5 sampler: 6 stages per accepted step; the
 # reference's tolerances take about 20 steps on LightningDiT (an estimate, stated in the plan).
 DOPRI5_NFE = 120
-STAGES = ("tokenizer", "tokenizer eval", "latent cache", "generator", "generator eval")
+STAGES = (
+    "tokenizer",
+    "tokenizer eval",
+    "latent cache",
+    "generator",
+    "generator eval",
+    "intermediate evals",
+)
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,14 @@ def point_costs(point: SweepPoint) -> list[StageCost]:
     costs.append(
         StageCost("generator eval", keys.generator_eval, ev.num_samples, "sample", per_sample)
     )
+    if ev.intermediate_every and gen.pretrained is None:
+        # ASHA's rounds: `intermediate_samples` samples scored at each round's end.
+        rounds = len(range(ev.intermediate_every, gen.training.steps or 0, ev.intermediate_every))
+        samples = rounds * ev.intermediate_samples
+        if samples:
+            costs.append(
+                StageCost("intermediate evals", keys.generator, samples, "sample", per_sample)
+            )
     return costs
 
 

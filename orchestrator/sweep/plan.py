@@ -271,7 +271,11 @@ def cost_lines(sweep: SweepConfig, points: list[SweepPoint], cost: SweepCost) ->
         lines.append(
             f"  with {what}: at least {fmt_hours(cost.hours(saved))} saved, "
             f"{fmt_hours(cost.hours(pruned))} spent (generators for {keep} of {len(points)} "
-            "points; points on the (reconstruction, proxy) Pareto set also train)"
+            + (
+                "points)"
+                if prune.enabled and not prune.keep_pareto
+                else "points; points on the (reconstruction, proxy) Pareto set also train)"
+            )
         )
     return lines
 
