@@ -130,23 +130,34 @@ def plot_frontier(
     on = sorted((i for i, f in enumerate(front) if f), key=lambda i: xs[i])
     ax.scatter([xs[i] for i in off], [ys[i] for i in off], c="#9aa5b1", s=40, label="dominated")
     ax.plot([xs[i] for i in on], [ys[i] for i in on], "-o", c="#d1495b", ms=8, label="Pareto front")
-    # Points a prune left without a generator (search.prune): on the x axis, at the bottom.
+    # Points a prune left without a generator (search.prune): crosses on the x axis itself
+    # (x in data, y in axes coordinates), so no generation value is implied.
     pruned = [i for i, r in enumerate(rows) if r.params.get("status") == "pruned"]
     if pruned:
-        bottom = ax.get_ylim()[0]
+        # Axes-coordinate artists do not widen the data limits: widen them to every point.
+        finite = [v for v in xs if math.isfinite(v)]
+        pad = 0.05 * ((max(finite) - min(finite)) or abs(max(finite)) or 1.0)
+        ax.set_xlim(min(finite) - pad, max(finite) + pad)
+        on_axis = ax.get_xaxis_transform()
         ax.scatter(
             [xs[i] for i in pruned],
-            [bottom] * len(pruned),
+            [0.0] * len(pruned),
+            transform=on_axis,
             marker="x",
             c="#33658a",
             s=50,
             clip_on=False,
             label="pruned (no generator)",
         )
-    for i, row in enumerate(rows):
-        if math.isfinite(xs[i]) and math.isfinite(ys[i]):
+        for i in pruned:
             ax.annotate(
-                row.label, (xs[i], ys[i]), textcoords="offset points", xytext=(5, 4), fontsize=7
+                rows[i].label,
+                (xs[i], 0.0),
+                xycoords=on_axis,
+                textcoords="offset points",
+                xytext=(4, 5),
+                fontsize=6,
+                color="#33658a",
             )
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
