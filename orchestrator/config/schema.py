@@ -344,9 +344,9 @@ class EvaluationConfig:
     tokenizer_num_images: int = 50_000
     # Uniformity of the latent space (paper Tab. 6), a cheap generation proxy; 0 = off.
     uniformity_samples: int = 2_000
-    # Training images the tokenizer evaluation encodes (a seeded sample) as the latent bank of
-    # iFID (arXiv 2603.05630: each validation latent is SLERPed with one of its 10 nearest
-    # training latents); 0 = no iFID. The paper encodes the whole training set.
+    # Training images (a seeded sample; the whole split when smaller) the tokenizer evaluation
+    # encodes as iFID's latent bank (arXiv 2603.05630: each validation latent is SLERPed with
+    # one of its 10 nearest training latents); 0 = no iFID. The paper encodes the whole set.
     proxy_train_images: int = 10_000
     # FD_DINOv2 of reconstructions (`rfd_dinov2_<count>`: DINOv2 ViT-L/14 CLS features as
     # dgm-eval / EDM2 compute them): `hub`, a local weights file, or null = not reported.

@@ -158,8 +158,9 @@ class LatentEncoder:
 
 
 def latent_bank(cfg: ExperimentConfig, ingested, plan: dict) -> np.ndarray:
-    """Posterior means of `evaluation.proxy_train_images` training images, a seeded sample
-    across classes (sorted by image id: the bank's order never depends on Ray's scheduling)."""
+    """Posterior means of `evaluation.proxy_train_images` training images (all when the split
+    is smaller), a seeded sample across classes, sorted by image id: the bank's order never
+    depends on Ray's scheduling."""
     from orchestrator.data import image_dataset
     from orchestrator.data.parquet_io import read_table
     from workloads.metrics.precision_recall import reference_rows
@@ -167,12 +168,8 @@ def latent_bank(cfg: ExperimentConfig, ingested, plan: dict) -> np.ndarray:
     ev = cfg.evaluation
     split = cfg.dataset.train_split
     total = read_table(ingested.index_paths[split], columns=["row"]).num_rows
-    if total < ev.proxy_train_images:
-        raise ValueError(
-            f"evaluation.proxy_train_images asks for {ev.proxy_train_images:,} training images "
-            f"but split `{split}` holds {total:,}; lower it to at most {total:,}"
-        )
-    rows = np.sort(reference_rows(total, ev.proxy_train_images, ev.seed))
+    # All of a split smaller than the sample asked for (the spec records the bank's size).
+    rows = np.sort(reference_rows(total, min(total, ev.proxy_train_images), ev.seed))
     compute, ray_args, _ = actor_pool(cfg)
     encoded = image_dataset(ingested, cfg, split, rows=rows, view="resize_center").map_batches(
         LatentEncoder,
@@ -227,7 +224,8 @@ def evaluate_tokenizer(
         "fd_dinov2": fd_dinov2_weights(cfg),
         "seed": ev.seed,
     }
-    plan["bank"] = ray.put(latent_bank(cfg, ingested, plan)) if ev.proxy_train_images else None
+    bank = latent_bank(cfg, ingested, plan) if ev.proxy_train_images else None
+    plan["bank"] = None if bank is None else ray.put(bank)
     # The reference evaluates its tokenizer on Resize(256) + CenterCrop(256), not the ADM crop.
     dataset = image_dataset(
         ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images, view="resize_center"
@@ -283,7 +281,7 @@ def evaluate_tokenizer(
         "spec": {
             "images": count,
             "proxies": {
-                "ifid_train_images": ev.proxy_train_images,
+                "ifid_train_images": 0 if bank is None else len(bank),
                 "ifid": "SLERP(0.5) with a softmax(-MSE) draw among the 10 cosine-nearest "
                 "training latents, decoded; FD against the validation images (arXiv 2603.05630)",
                 "lnc": f"same-label fraction of the 10 cosine-nearest validation latents, over "
