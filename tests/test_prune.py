@@ -41,6 +41,8 @@ def write_space(tmp_path: Path, prune: dict, name: str = "prune_micro") -> Path:
     space = {
         "name": name,
         "preset": "micro",
+        # iFID's latent bank: half the micro training split (the preset turns it off).
+        "base": {"evaluation": {"proxy_train_images": 60}},
         "search": {"grid": {"tokenizer.vf.foundation": ["none", "standin"]}, "prune": prune},
     }
     path = tmp_path / f"{name}.yaml"

@@ -126,7 +126,9 @@ def micro() -> ExperimentConfig:
             batch_size=20,
             tokenizer_num_images=40,
             uniformity_samples=100,
-            proxy_train_images=60,
+            # No iFID bank (a second actor pool per tokenizer evaluation): plumbing tests that
+            # exercise it set it (tests/test_prune.py).
+            proxy_train_images=0,
             intermediate_samples=20,
         ),
     )
