@@ -261,7 +261,7 @@ def point_costs(point: SweepPoint) -> list[StageCost]:
     bank = 0.0
     if ev.proxy_train_images:
         per_image += dec + evaluator
-        bank = ev.proxy_train_images * enc / eval_images
+        bank = min(ev.proxy_train_images, images) * enc / eval_images
     costs.append(
         StageCost("tokenizer eval", keys.tokenizer_eval, eval_images, "image", per_image + bank)
     )
