@@ -330,10 +330,9 @@ class SweepCost:
     def hours(self, flops: float) -> float:
         return gpu_hours(flops, self.tflops_per_gpu)
 
-    def unique(self, indices: list[int] | None = None) -> dict[tuple[str, str], StageCost]:
+    def unique(self) -> dict[tuple[str, str], StageCost]:
         """Each shared stage once (points sharing a tokenizer train it once)."""
-        chosen = self.points if indices is None else {i: self.points[i] for i in indices}
-        return {(c.stage, c.key): c for costs in chosen.values() for c in costs}
+        return {(c.stage, c.key): c for costs in self.points.values() for c in costs}
 
     @property
     def total_flops(self) -> float:
