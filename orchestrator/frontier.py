@@ -112,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "resources.tflops_per_gpu (printed with --dry-run)",
     )
     parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure the TFLOP/s of a few real training steps of the first point's tokenizer "
+        "and generator on this machine's device and plan with it instead of "
+        "resources.tflops_per_gpu",
+    )
+    parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -230,10 +237,18 @@ def cost_point(base: ExperimentConfig) -> SweepPoint:
     return SweepPoint(0, {}, base, stage_keys(base))
 
 
-def plan_cost(sweep, points: list[SweepPoint], base: ExperimentConfig):
-    from orchestrator.sweep.cost import sweep_cost
+def plan_cost(sweep, points: list[SweepPoint], base: ExperimentConfig, measure: bool = False):
+    from orchestrator.sweep.cost import calibrate, sweep_cost
 
-    return sweep_cost(points or [cost_point(base)])
+    planned = points or [cost_point(base)]
+    tflops = None
+    if measure:
+        tflops, device = calibrate(planned[0].config)
+        print(
+            f"calibrated: {tflops:.3g} TFLOP/s measured on {device} (replaces "
+            "resources.tflops_per_gpu in the plan)"
+        )
+    return sweep_cost(planned, tflops)
 
 
 def check_budget_floor(budget: float, cost) -> None:
@@ -293,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_yaml(points[args.print_config].config if points else base), end="")
             return 0
         configs = [p.config for p in points] or [base]
-        cost = plan_cost(sweep, points, base)
+        cost = plan_cost(sweep, points, base, args.calibrate)
         if args.budget is not None:
             check_budget_floor(args.budget, cost)
         if not args.dry_run:

@@ -95,3 +95,15 @@ def test_dry_run_prints_the_cost_plan_and_refuses_an_over_budget_sweep(tmp_path,
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert "--budget: " in captured.err and "below the cheapest point" in captured.err
+
+
+def test_calibrate_measures_the_local_device_and_plans_with_it(tmp_path, capsys):
+    from orchestrator.frontier import main
+
+    argv = ["--space", "smoke", "--storage", str(tmp_path / "store"), "--dry-run", "--calibrate"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("calibrated: "))
+    measured = float(line.split()[1])
+    assert measured > 0 and "measured on cpu" in line
+    assert f"cost plan at {measured:.3g} TFLOP/s per GPU (measured by --calibrate)" in out

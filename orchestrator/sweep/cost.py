@@ -366,9 +366,73 @@ class SweepCost:
         return sum(c.flops for c in stages.values())
 
 
-def sweep_cost(points: list[SweepPoint]) -> SweepCost:
-    tflops = points[0].config.resources.tflops_per_gpu if points else 1.0
+def sweep_cost(points: list[SweepPoint], tflops_per_gpu: float | None = None) -> SweepCost:
+    """The plan at `tflops_per_gpu` (a `--calibrate` measurement), else the configured one."""
+    tflops = tflops_per_gpu or points[0].config.resources.tflops_per_gpu
     return SweepCost({p.index: point_costs(p) for p in points}, tflops)
+
+
+def calibrate(cfg: ExperimentConfig, steps: int = 3) -> tuple[float, str]:
+    """(achieved TFLOP/s, device): a few real training steps of `cfg`'s tokenizer autoencoder
+    and generator on the local device (CUDA when present, batch 32, bf16 autocast unless the
+    generator trains in fp32; else CPU, batch 2), after one warm-up step each,
+    timed, divided into the FLOPs the counter gives the same steps. Random weights and data:
+    the arithmetic, not the values, is what takes the time."""
+    import time
+
+    import torch
+
+    from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs
+    from workloads.dit import LightningDiT_models
+    from workloads.vavae import AutoencoderKL
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    # A GPU needs a real batch to be busy; a CPU finishes a tiny one in seconds.
+    batch = 32 if cuda else 2
+    # Training's autocast (precision `auto` = bf16 on GPUs): the throughput a run would see.
+    bf16 = cuda and cfg.generator.training.precision != "fp32"
+    cfg = replace_classes(cfg)
+    res, grid = cfg.dataset.resolution, latent_grid(cfg)
+    kwargs = generator_kwargs(cfg)
+    kwargs["input_size"] = kwargs["input_size"] or grid
+    kwargs["in_channels"] = kwargs["in_channels"] or cfg.tokenizer.arch.embed_dim
+    dit = LightningDiT_models[cfg.generator.model.name](**kwargs).to(device)
+    autoencoder = AutoencoderKL(**autoencoder_kwargs(cfg)).to(device)
+    images = torch.rand(batch, 3, res, res, device=device) * 2 - 1
+    latents = torch.randn(batch, kwargs["in_channels"], grid, grid, device=device)
+    t, y = torch.rand(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device)
+    enc, dec = autoencoder_flops(
+        tuple(
+            sorted(
+                (k, tuple(v) if isinstance(v, list) else v)
+                for k, v in autoencoder_kwargs(cfg).items()
+                if k != "resolution"
+            )
+        ),
+        res,
+    )
+    work = [
+        (lambda: autoencoder(images)[0].square().mean().backward(), 3 * (enc + dec) * batch),
+        (lambda: dit(latents, t, y).square().mean().backward(), 3 * generator_forward(cfg) * batch),
+    ]
+    seconds = flops = 0.0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
+    for step, cost in work:
+        with autocast:
+            step()  # warm-up: allocation, kernel selection
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        with autocast:
+            for _ in range(steps):
+                step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - began
+        flops += steps * cost
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return flops / seconds / 1e12, name
 
 
 def fmt_flops(flops: float) -> str:

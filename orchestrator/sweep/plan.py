@@ -226,8 +226,10 @@ def cost_lines(sweep: SweepConfig, points: list[SweepPoint], cost: SweepCost) ->
     and what pruning saves (sweep/cost.py says how each number is counted)."""
     first = points[0].config
     images, source = train_images(first)
+    configured = cost.tflops_per_gpu == first.resources.tflops_per_gpu
+    throughput = "resources.tflops_per_gpu" if configured else "measured by --calibrate"
     lines = [
-        f"cost plan at {cost.tflops_per_gpu:g} TFLOP/s per GPU (resources.tflops_per_gpu); "
+        f"cost plan at {cost.tflops_per_gpu:.3g} TFLOP/s per GPU ({throughput}); "
         f"{images:,} training images ({source}):"
     ]
     rows = []
