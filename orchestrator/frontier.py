@@ -105,6 +105,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(parsed as the key's type; a key the space's search varies is refused)",
     )
     parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="GPU_HOURS",
+        help="refuse (exit 2) a sweep whose cost plan exceeds this many GPU-hours at "
+        "resources.tflops_per_gpu (printed with --dry-run)",
+    )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="measure the TFLOP/s of a few real training steps of the first point's tokenizer "
+        "and generator on this machine's device and plan with it instead of "
+        "resources.tflops_per_gpu",
+    )
+    parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -216,6 +230,40 @@ def list_spaces() -> str:
     return "\n".join(lines)
 
 
+def cost_point(base: ExperimentConfig) -> SweepPoint:
+    """An Optuna space's plan prices its base config once (its samples are unknown before)."""
+    from orchestrator.config import stage_keys
+
+    return SweepPoint(0, {}, base, stage_keys(base))
+
+
+def plan_cost(sweep, points: list[SweepPoint], base: ExperimentConfig, measure: bool = False):
+    from orchestrator.sweep.cost import calibrate, sweep_cost
+
+    planned = points or [cost_point(base)]
+    tflops = None
+    if measure:
+        tflops, device = calibrate(planned[0].config)
+        print(
+            f"calibrated: {tflops:.3g} TFLOP/s measured on {device} (replaces "
+            "resources.tflops_per_gpu in the plan)"
+        )
+    return sweep_cost(planned, tflops)
+
+
+def check_budget_floor(budget: float, cost) -> None:
+    """A budget below the cheapest single point can run nothing: one line, exit 2."""
+    index = min(cost.points, key=cost.point_flops)
+    cheapest = cost.hours(cost.point_flops(index))
+    if budget < cheapest:
+        raise ConfigError(
+            "--budget",
+            f"{budget:g} GPU-hours is below the cheapest point (point {index}: "
+            f"{cheapest:.3g} GPU-hours at resources.tflops_per_gpu "
+            f"{cost.tflops_per_gpu:g})",
+        )
+
+
 def loopback_only() -> None:
     """A run without RAY_ADDRESS starts its own Ray on this machine: keep every socket of it (GCS,
     raylet, workers, Train's rendezvous) on 127.0.0.1. Ray's one-machine mode does that, and Ray
@@ -260,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             print(dump_yaml(points[args.print_config].config if points else base), end="")
             return 0
         configs = [p.config for p in points] or [base]
+        cost = plan_cost(sweep, points, base, args.calibrate)
+        if args.budget is not None:
+            check_budget_floor(args.budget, cost)
         if not args.dry_run:
             # Checkpoints from outside are read and checked whole before anything starts; a dry
             # run only lists the ones it cannot read (it may run away from the cluster's files).
@@ -275,9 +326,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{err}", file=sys.stderr)
         return EXIT_USER_ERROR
 
-    print(format_plan(sweep, points, Path(path)))
+    planned = points or [cost_point(base)]
+    print(format_plan(sweep, planned, Path(path), cost))
     for note in notes:
         print(note)
+    if args.budget is not None:
+        from orchestrator.sweep.plan import planned_gpu_hours
+
+        spend = planned_gpu_hours(sweep, planned, cost)
+        if spend > args.budget:
+            print(
+                f"error: {args.space}: the plan above spends {spend:.3g} GPU-hours, over "
+                f"--budget {args.budget:g} (prune with search.prune, or raise the budget)",
+                file=sys.stderr,
+            )
+            return EXIT_USER_ERROR
     if args.dry_run:
         return 0
     from orchestrator.data.sources import SourceError

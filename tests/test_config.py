@@ -332,8 +332,11 @@ def test_dry_run_names_every_metric_with_its_sample_count():
     line = next(x for x in result.stdout.splitlines() if x.startswith("metrics"))
     assert line == (
         "metrics (every point): rfid_50k, psnr, ssim, lpips, fid_10k, sfid_10k, is_10k, "
-        "precision_10k, recall_10k, density_cv, gini, norm_entropy"
+        "precision_10k, recall_10k, density_cv, gini, norm_entropy, ifid_50k, lnc_10k, lds"
     )
+    # The cost plan follows the table (tests/test_cost.py checks its arithmetic).
+    assert "cost plan at 400 TFLOP/s per GPU" in result.stdout
+    assert "with search.prune: {keep: 3}: at least" in result.stdout
 
 
 def test_a_bad_reference_batch_exits_2_with_one_line(tmp_path):

@@ -104,8 +104,10 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
         "inception": ev.inception_weights,
         "uniformity": ev.uniformity_samples,
         "fd_dinov2": ev.fd_dinov2_weights,
-        # v2: metrics named with their sample count, FD_DINOv2 from the CLS token.
-        "protocol": "v2",
+        "proxy_train_images": ev.proxy_train_images,
+        # v2: metrics named with their sample count, FD_DINOv2 from the CLS token; v3: the gFID
+        # proxies (iFID, LNC, LDS).
+        "protocol": "v3",
         "seed": ev.seed,
     }
     tokenizer_eval = content_hash({"tokenizer": tokenizer, "eval": recon_eval})

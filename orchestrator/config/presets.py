@@ -90,6 +90,8 @@ def debug_cpu() -> ExperimentConfig:
             reference_split="val",
             tokenizer_num_images=500,
             uniformity_samples=500,
+            # Half the embedded training split as iFID's latent bank.
+            proxy_train_images=1000,
         ),
         resources=_cpu_resources(),
     )
@@ -125,6 +127,9 @@ def micro() -> ExperimentConfig:
             batch_size=20,
             tokenizer_num_images=40,
             uniformity_samples=100,
+            # No iFID bank (a second actor pool per tokenizer evaluation): plumbing tests that
+            # exercise it set it (tests/test_prune.py).
+            proxy_train_images=0,
             intermediate_samples=20,
         ),
     )

@@ -371,6 +371,10 @@ class EvaluationConfig:
     tokenizer_num_images: int = 50_000
     # Uniformity of the latent space (paper Tab. 6), a cheap generation proxy; 0 = off.
     uniformity_samples: int = 2_000
+    # Training images (a seeded sample; the whole split when smaller) the tokenizer evaluation
+    # encodes as iFID's latent bank (arXiv 2603.05630: each validation latent is SLERPed with
+    # one of its 10 nearest training latents); 0 = no iFID. The paper encodes the whole set.
+    proxy_train_images: int = 10_000
     # FD_DINOv2 of reconstructions (`rfd_dinov2_<count>`: DINOv2 ViT-L/14 CLS features as
     # dgm-eval / EDM2 compute them): `hub`, a local weights file, or null = not reported.
     fd_dinov2_weights: str | None = None
@@ -402,6 +406,9 @@ class ResourcesConfig:
     # Restarts of a training stage's worker group from its last checkpoint (Ray Train): the
     # only retry layer; Tune never reruns a failed trial (ARCHITECTURE.md, failures).
     max_failures: int = 2
+    # Sustained TFLOP/s per GPU the cost plan (`--dry-run`, `--budget`) converts FLOPs with:
+    # an H100 SXM's 989 dense bf16 TFLOP/s at 40 % MFU (model FLOPs utilisation).
+    tflops_per_gpu: float = 400.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -460,6 +467,33 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PruneConfig:
+    """Train generators only where a cheap proxy says they matter (issue 20).
+
+    Every tokenizer and its evaluation run first; then generators train for the `keep` best
+    points by `proxy` (or the best `keep_fraction` of them) plus every point on the
+    (reconstruction, proxy) Pareto set; the others are reported as `pruned`.
+    """
+
+    # A tokenizer-evaluation metric, base (`ifid`) or counted (`ifid_10k`) name.
+    proxy: str = "ifid"
+    keep: int | None = None
+    keep_fraction: float | None = None
+    # Also train every point on the (reconstruction, proxy) Pareto set; false = exactly `keep`.
+    keep_pareto: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep is not None or self.keep_fraction is not None
+
+    def kept(self, points: int) -> int:
+        """How many points the proxy keeps (the Pareto set may add more)."""
+        if self.keep is not None:
+            return self.keep
+        return max(1, round(self.keep_fraction * points))
+
+
+@dataclass(frozen=True, kw_only=True)
 class SearchConfig:
     algorithm: Literal["grid", "optuna"] = "grid"
     # dotted key -> values; the cartesian product is swept.
@@ -468,6 +502,7 @@ class SearchConfig:
     points: tuple[dict[str, object], ...] = ()
     optuna: OptunaConfig = field(default_factory=OptunaConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -87,7 +87,36 @@ def load_sweep(path: str | Path) -> SweepConfig:
     _check_frontier(sweep.frontier, base)
     if sweep.search.scheduler.type == "asha":
         _check_asha(sweep.search.scheduler, base)
+    if sweep.search.prune.enabled:
+        _check_prune(sweep, base)
     return sweep
+
+
+def _check_prune(sweep: SweepConfig, base: ExperimentConfig) -> None:
+    """A proxy the tokenizer evaluation computes, and fewer points kept than the sweep has."""
+    from orchestrator.evaluation.naming import resolve_proxy
+
+    prune = sweep.search.prune
+    if sweep.search.algorithm != "grid":
+        raise ConfigError("search.prune", "prunes a grid's points (Optuna samples one at a time)")
+    if prune.keep is not None and prune.keep_fraction is not None:
+        raise ConfigError("search.prune", "set keep or keep_fraction, not both")
+    if prune.keep is not None and prune.keep < 1:
+        raise ConfigError("search.prune.keep", f"must be >= 1, got {prune.keep}")
+    if prune.keep_fraction is not None and not 0 < prune.keep_fraction < 1:
+        raise ConfigError(
+            "search.prune.keep_fraction", f"must lie in (0, 1), got {prune.keep_fraction}"
+        )
+    try:
+        resolve_proxy(prune.proxy, base)
+    except ValueError as error:
+        raise ConfigError("search.prune.proxy", str(error)) from None
+    points = len(grid_overrides(sweep))
+    if prune.kept(points) >= points:
+        raise ConfigError(
+            "search.prune.keep",
+            f"keeps {prune.kept(points)} of the sweep's {points} points: nothing to prune",
+        )
 
 
 OPTUNA_DISTRIBUTIONS = {"choice": ("values",), "uniform": ("low", "high")}

@@ -479,6 +479,15 @@ def _check_evaluation(e: EvaluationConfig) -> None:
     for key in ("num_samples", "batch_size", "tokenizer_num_images", "intermediate_samples"):
         _positive(getattr(e, key), f"evaluation.{key}")
     _positive(e.uniformity_samples, "evaluation.uniformity_samples", allow_zero=True)
+    _positive(e.proxy_train_images, "evaluation.proxy_train_images", allow_zero=True)
+    from workloads.metrics.latent_proxies import IFID_NEIGHBOURS  # NumPy only
+
+    if 0 < e.proxy_train_images < IFID_NEIGHBOURS:
+        raise ConfigError(
+            "evaluation.proxy_train_images",
+            f"{e.proxy_train_images} is fewer than the {IFID_NEIGHBOURS} neighbours iFID draws "
+            "from (0 turns iFID off)",
+        )
     _positive(e.intermediate_every, "evaluation.intermediate_every", allow_zero=True)
     _positive(e.num_workers, "evaluation.num_workers")
     if e.inception_weights != "hub":
@@ -519,6 +528,7 @@ def _check_resources(cfg: ExperimentConfig) -> None:
     _positive(r.gpu_wait_s, "resources.gpu_wait_s", allow_zero=True)
     _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
     _positive(r.max_failures, "resources.max_failures", allow_zero=True)
+    _positive(r.tflops_per_gpu, "resources.tflops_per_gpu")
     _positive(cfg.cache.num_actors, "cache.num_actors")
     _positive(cfg.cache.batch_size, "cache.batch_size")
     _positive(cfg.cache.rows_per_shard, "cache.rows_per_shard")

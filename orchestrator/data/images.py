@@ -106,11 +106,13 @@ def image_dataset(
     split: str,
     *,
     limit: int | None = None,
+    rows: np.ndarray | None = None,
     view: View = "adm",
 ) -> ray.data.Dataset:
     """Columns `image` (float32 (3, R, R) in [-1, 1]), `label` (int64), `image_id` (string).
 
-    Built from the validated index, in index order for the first `limit` rows; decoding is a
+    Built from the validated index, in index order for the first `limit` rows (or the index
+    rows `rows`, e.g. a seeded sample across classes); decoding is a
     streaming `map_batches`, so memory holds a few blocks, not the split. Rows come out in
     completion order (no consumer of this dataset depends on the order: every row carries its
     `image_id`); training reads `image_stream` instead.
@@ -120,6 +122,8 @@ def image_dataset(
     index = read_table(ingested.index_paths[split], columns=["path", "row", "label", "image_id"])
     if limit is not None:
         index = index.slice(0, limit)
+    if rows is not None:
+        index = index.take(rows)
     if len(index) == 0:
         raise ValueError(f"split {split!r} has no valid images")
     blocks = [

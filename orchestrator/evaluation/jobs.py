@@ -44,12 +44,18 @@ def actor_pool(
     return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor, chosen
 
 
-def gather_columns(scored: ray.data.Dataset, units: float) -> dict[str, np.ndarray]:
-    """Every column of an actor pool's output, in order; its `compute_s` (seconds inside the
-    actors' batches) goes to the running point's budget as unit-seconds."""
+def gather_columns(
+    scored: ray.data.Dataset, units: float, caps: dict[str, int] | None = None
+) -> dict[str, np.ndarray]:
+    """Every column of an actor pool's output, in order (a column named in `caps` stops growing
+    once it holds that many rows); its `compute_s` (seconds inside the actors' batches) goes to
+    the running point's budget as unit-seconds."""
+    caps = caps or {}
     columns: dict[str, list[np.ndarray]] = {}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
         for name, values in batch.items():
+            if name in caps and sum(map(len, columns.get(name, []))) >= caps[name]:
+                continue
             columns.setdefault(name, []).append(values)
     data = {name: np.concatenate(parts) for name, parts in columns.items()}
     if "compute_s" in data:
@@ -96,9 +102,12 @@ class ReconstructionScorer:
 
             self.dinov2 = DINOv2Features(plan["fd_dinov2"]).to(self.device)
         self.seed = plan["seed"]
+        # iFID's training-latent bank (posterior means, sorted by image id), or None.
+        self.bank = ray.get(plan["bank"]) if plan.get("bank") is not None else None
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from workloads.metrics.latent_proxies import spatial_self_similarity
         from workloads.metrics.reconstruction import lpips_distance, psnr, ssim
 
         began = time.perf_counter()
@@ -129,8 +138,76 @@ class ReconstructionScorer:
         if self.dinov2 is not None:
             out["fd_orig"] = self.dinov2(x).cpu().numpy()
             out["fd_rec"] = self.dinov2(rec.clamp(-1, 1)).cpu().numpy()
+        mean = posterior.mean.float().cpu().numpy()
+        # Latent-space proxies (workloads/metrics/latent_proxies.py): LDS per image; LNC needs
+        # every latent with its label at the driver.
+        out["lds"] = np.array([spatial_self_similarity(m[None]) for m in mean])
+        out["latent"] = mean.reshape(len(mean), -1)
+        out["label"] = np.asarray(batch["label"])
+        if self.bank is not None:
+            out["feat_interp"] = self.interpolations(mean, rngs)[key].astype(np.float32)
         out["compute_s"] = budget.per_row(time.perf_counter() - began, len(x))
         return out
+
+    def interpolations(self, mean: np.ndarray, rngs: list[np.random.Generator]) -> dict:
+        """iFID: SLERP each latent with a training neighbour drawn by softmax(-MSE), decode,
+        and return the evaluator's features of the decoded interpolations."""
+        from workloads.metrics.latent_proxies import interpolation_partners, slerp
+
+        # Drawn after the posterior noise and pixel position: the same per-image stream.
+        uniforms = np.array([r.random() for r in rngs])
+        partners = interpolation_partners(mean, self.bank, uniforms)
+        mixed = slerp(mean, self.bank[partners]).astype(np.float32)
+        decoded = self.tokenizer.decode(torch.from_numpy(mixed).to(self.device))
+        return self.features(to_uint8_nhwc(decoded.float().cpu()))
+
+
+class LatentEncoder:
+    """Ray Data actor: posterior means of training images (iFID's latent bank)."""
+
+    def __init__(self, plan: dict):
+        from workloads.vavae import AutoencoderKL, load_autoencoder_weights
+
+        torch.set_num_threads(plan["threads"])
+        self.device = torch.device(plan["device"])
+        self.tokenizer = AutoencoderKL(**plan["autoencoder"])
+        load_autoencoder_weights(self.tokenizer, ray.get(plan["weights"]))
+        self.tokenizer.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        began = time.perf_counter()
+        x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
+        mean = self.tokenizer.encode(x).mean.float().cpu().numpy()
+        compute = budget.per_row(time.perf_counter() - began, len(mean))
+        return {"mean": mean, "image_id": batch["image_id"], "compute_s": compute}
+
+
+def latent_bank(cfg: ExperimentConfig, ingested, plan: dict) -> np.ndarray:
+    """Posterior means of `evaluation.proxy_train_images` training images (all when the split
+    is smaller), a seeded sample across classes, sorted by image id: the bank's order never
+    depends on Ray's scheduling."""
+    from orchestrator.data import image_dataset
+    from orchestrator.data.parquet_io import read_table
+    from workloads.metrics.precision_recall import reference_rows
+
+    ev = cfg.evaluation
+    split = cfg.dataset.train_split
+    total = read_table(ingested.index_paths[split], columns=["row"]).num_rows
+    # All of a split smaller than the sample asked for (the spec records the bank's size).
+    rows = np.sort(reference_rows(total, min(total, ev.proxy_train_images), ev.seed))
+    compute, ray_args, _, chosen = actor_pool(cfg)
+    encoded = image_dataset(ingested, cfg, split, rows=rows, view="resize_center").map_batches(
+        LatentEncoder,
+        fn_constructor_kwargs={"plan": plan},
+        batch_size=ev.batch_size,
+        compute=compute,
+        batch_format="numpy",
+        **ray_args,
+    )
+    data = gather_columns(encoded, chosen.units)
+    order = np.argsort(data["image_id"], kind="stable")
+    return data["mean"][order]
 
 
 def latent_pixels(mean: torch.Tensor, rngs: list[np.random.Generator]) -> np.ndarray:
@@ -150,6 +227,7 @@ def evaluate_tokenizer(
     """Reconstruction metrics on the first `tokenizer_num_images` validation images (cached)."""
     from orchestrator.data import image_dataset
     from workloads.metrics.frechet import fid_from_features
+    from workloads.metrics.latent_proxies import LNC_MAX_LATENTS
     from workloads.metrics.names import metric_name
     from workloads.metrics.uniformity import latent_uniformity
 
@@ -169,6 +247,8 @@ def evaluate_tokenizer(
         "fd_dinov2": fd_dinov2_weights(cfg),
         "seed": ev.seed,
     }
+    bank = latent_bank(cfg, ingested, plan) if ev.proxy_train_images else None
+    plan["bank"] = None if bank is None else ray.put(bank)
     # The reference evaluates its tokenizer on Resize(256) + CenterCrop(256), not the ADM crop.
     dataset = image_dataset(
         ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images, view="resize_center"
@@ -181,7 +261,8 @@ def evaluate_tokenizer(
         batch_format="numpy",
         **ray_args,
     )
-    data = gather_columns(scored, chosen.units)
+    # LNC compares at most LNC_MAX_LATENTS latents (memory: N^2).
+    data = gather_columns(scored, chosen.units, caps={"latent": LNC_MAX_LATENTS})
     count = len(data["psnr"])
     if count < ev.tokenizer_num_images:
         # Metric names carry the count the config asks for (`rfid_50k`); never report fewer.
@@ -211,11 +292,21 @@ def evaluate_tokenizer(
             gini=uniformity["gini"],
             norm_entropy=uniformity["normalized_entropy"],
         )
+    metrics.update(latent_proxy_metrics(data, evaluator, count))
     summary = {
         "metrics": metrics,
         "labels": counted_labels(metrics),
         "spec": {
             "images": count,
+            "proxies": {
+                "ifid_train_images": 0 if bank is None else len(bank),
+                "ifid": "SLERP(0.5) with a softmax(-MSE) draw among the 10 cosine-nearest "
+                "training latents, decoded; FD against the validation images (arXiv 2603.05630)",
+                "lnc": f"same-label fraction of the 10 cosine-nearest validation latents, over "
+                f"the first {min(count, LNC_MAX_LATENTS)} (arXiv 2606.03578)",
+                "lds": "4-neighbour minus far (Manhattan >= 6) cosine of latent pixels "
+                "(iREPA, arXiv 2512.10794)",
+            },
             "split": cfg.dataset.val_split,
             "reconstruction": "posterior.sample() with per-image seeds",
             "evaluator": evaluator.identity,
@@ -228,6 +319,30 @@ def evaluate_tokenizer(
     storage.write_json(summary, rel, "metrics.json")
     artifacts.mark_done(rel, summary)
     return summary
+
+
+def latent_proxy_metrics(data: dict, evaluator: EvaluatorSpec, count: int) -> dict[str, float]:
+    """The gFID proxies from the scored columns, named with their counts (the config-side twin,
+    `naming.latent_proxies`, says which a config reports)."""
+    from workloads.metrics.frechet import fid_from_features
+    from workloads.metrics.latent_proxies import (
+        LNC_MAX_LATENTS,
+        LNC_NEIGHBOURS,
+        neighbour_label_agreement,
+    )
+    from workloads.metrics.names import metric_name
+
+    metrics = {"lds": float(np.mean(data["lds"]))}
+    if "feat_interp" in data:
+        name = "ifid" if evaluator.kind == INCEPTION else "ifd_proxy"
+        metrics[metric_name(name, count)] = fid_from_features(
+            data["feat_orig"], data["feat_interp"]
+        )
+    latents = data["latent"][:LNC_MAX_LATENTS]
+    if len(latents) > LNC_NEIGHBOURS:
+        labels = data["label"][: len(latents)]
+        metrics[metric_name("lnc", len(latents))] = neighbour_label_agreement(latents, labels)
+    return metrics
 
 
 def fd_dinov2_weights(cfg: ExperimentConfig) -> str | None:

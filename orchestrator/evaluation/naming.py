@@ -52,7 +52,26 @@ def reported_metrics(cfg: ExperimentConfig) -> tuple[str, ...]:
         names["rfd_dinov2"] = metric_name("rfd_dinov2", images)
     if ev.uniformity_samples and images > 90:
         names.update(density_cv="density_cv", gini="gini", norm_entropy="norm_entropy")
+    names.update(latent_proxies(cfg))
     return tuple(names[base] for base in METRICS if base in names)
+
+
+def latent_proxies(cfg: ExperimentConfig) -> dict[str, str]:
+    """The gFID proxies the tokenizer evaluation computes (base -> reported name): iFID (or its
+    FD-proxy twin) with a training-latent bank, LNC with more validation images than
+    neighbours, LDS always (workloads/metrics/latent_proxies.py)."""
+    from workloads.metrics.latent_proxies import LNC_MAX_LATENTS, LNC_NEIGHBOURS
+    from workloads.metrics.names import metric_name
+
+    ev = cfg.evaluation
+    images = ev.tokenizer_num_images
+    names = {"lds": "lds"}
+    if ev.proxy_train_images:
+        base = "ifid" if uses_inception(cfg) else "ifd_proxy"
+        names[base] = metric_name(base, images)
+    if images > LNC_NEIGHBOURS:
+        names["lnc"] = metric_name("lnc", min(images, LNC_MAX_LATENTS))
+    return names
 
 
 def fd_dinov2_enabled(cfg: ExperimentConfig) -> bool:
@@ -74,3 +93,24 @@ def resolve_metric(name: str, cfg: ExperimentConfig) -> str:
     if not is_known(name):
         raise ValueError(f"`{name}` is not a known metric; this config reports {list(reported)}")
     raise ValueError(f"`{name}` is not a metric this config reports; choose from {list(reported)}")
+
+
+UNIFORMITY = ("density_cv", "gini", "norm_entropy")
+
+
+def resolve_proxy(name: str, cfg: ExperimentConfig) -> str:
+    """The reported name of a gFID proxy the tokenizer evaluation computes (`search.prune.proxy`,
+    the correlation report): `ifid` names iFID's FD-proxy twin where there is no Inception;
+    ValueError naming the choices otherwise."""
+    if name == "ifid" and not uses_inception(cfg):
+        name = "ifd_proxy"
+    proxies = [
+        *latent_proxies(cfg).values(),
+        *(m for m in reported_metrics(cfg) if m in UNIFORMITY),
+    ]
+    name = resolve_metric(name, cfg)
+    if name not in proxies:
+        raise ValueError(
+            f"`{name}` is not a proxy the tokenizer evaluation computes; choose from {proxies}"
+        )
+    return name

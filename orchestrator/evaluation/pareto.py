@@ -170,21 +170,41 @@ def frontier_figure(rows: Sequence[FrontierRow], front: Sequence[bool], x: str, 
         zorder=2,
     )
     ax.margins(x=0.08, y=0.1)
+    # Points a prune left without a generator (search.prune): crosses on the x axis itself
+    # (x in data, y in axes coordinates), so no generation value is implied.
+    pruned = [i for i, r in enumerate(rows) if r.params.get("status") == "pruned"]
+    if pruned:
+        # Axes-coordinate artists do not widen the data limits: widen them to every point.
+        finite = [v for v in xs if math.isfinite(v)]
+        pad = 0.08 * ((max(finite) - min(finite)) or abs(max(finite)) or 1.0)
+        ax.set_xlim(min(finite) - pad, max(finite) + pad)
+        ax.scatter(
+            [xs[i] for i in pruned],
+            [0.0] * len(pruned),
+            transform=ax.get_xaxis_transform(),
+            marker="x",
+            c="#33658a",
+            s=50,
+            clip_on=False,
+            label="pruned (no generator)",
+        )
     # Labels grow toward the frame's inside: left of points in the right half, so none is cut.
-    if shown:
-        ax.figure.canvas.draw()
-        mid = sum(ax.get_xlim()) / 2
-        for i in shown:
-            right_half = xs[i] > mid
-            ax.annotate(
-                rows[i].label,
-                (xs[i], ys[i]),
-                textcoords="offset points",
-                xytext=(-6 if right_half else 6, 5),
-                ha="right" if right_half else "left",
-                fontsize=7,
-                annotation_clip=True,
-            )
+    ax.figure.canvas.draw()
+    mid = sum(ax.get_xlim()) / 2
+    for i in [*shown, *pruned]:
+        right_half = xs[i] > mid
+        is_pruned = i in pruned
+        ax.annotate(
+            rows[i].label,
+            (xs[i], 0.0 if is_pruned else ys[i]),
+            xycoords=ax.get_xaxis_transform() if is_pruned else "data",
+            textcoords="offset points",
+            xytext=(-6 if right_half else 6, 5),
+            ha="right" if right_half else "left",
+            fontsize=6 if is_pruned else 7,
+            color="#33658a" if is_pruned else "black",
+            annotation_clip=True,
+        )
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
     ax.set_title(title)

@@ -15,6 +15,13 @@ from orchestrator.config import (
     point_label,
     stage_keys,
 )
+from orchestrator.evaluation.correlation import (
+    correlation_csv,
+    mlflow_metrics,
+    plot_correlation,
+    proxy_correlations,
+    summary_lines,
+)
 from orchestrator.evaluation.pareto import (
     FrontierRow,
     frontier_axes,
@@ -67,23 +74,25 @@ def trial_overrides(config: dict) -> dict:
     return {**config.get("point", {}).get("overrides", {}), **config.get("overrides", {})}
 
 
-def collect_rows(
-    sweep: SweepConfig, cli_overrides: dict, grid
-) -> list[tuple[FrontierRow, ExperimentConfig]]:
-    """One row (with its resolved config) per finished trial; failed or unfinished trials are
-    left out."""
-    rows = []
-    for result in grid:
-        metrics = result.metrics or {}
-        if result.error is not None or "point_done" not in metrics:
-            continue
-        cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
-        # Every metric of the table (timings and bookkeeping keys are not frontier columns).
-        values = {k: float(v) for k, v in metrics.items() if is_known(k)}
-        rows.append((FrontierRow(point_label(cfg), frontier_params(cfg), values), cfg))
-    return sorted(
-        rows, key=lambda rc: tuple(str(rc[0].params.get(k)).zfill(8) for k in PARAM_COLUMNS)
-    )
+def result_row(sweep: SweepConfig, cli_overrides: dict, result) -> FrontierRow | None:
+    """The row of a finished trial (None for a failed or unfinished one)."""
+    metrics = result.metrics or {}
+    if result.error is not None or "point_done" not in metrics:
+        return None
+    cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
+    # Every metric of the table (timings and bookkeeping keys are not frontier columns).
+    values = {k: float(v) for k, v in metrics.items() if is_known(k)}
+    return FrontierRow(point_label(cfg), frontier_params(cfg), values)
+
+
+def collect_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> list[FrontierRow]:
+    """One row per finished trial (failed or unfinished trials are left out)."""
+    rows = [row for result in grid if (row := result_row(sweep, cli_overrides, result))]
+    return sort_rows(rows)
+
+
+def sort_rows(rows: list[FrontierRow]) -> list[FrontierRow]:
+    return sorted(rows, key=lambda r: tuple(str(r.params.get(k)).zfill(8) for k in PARAM_COLUMNS))
 
 
 def point_grids(cfg: ExperimentConfig) -> dict[str, str]:
@@ -96,21 +105,35 @@ def point_grids(cfg: ExperimentConfig) -> dict[str, str]:
 
 
 def log_point_grids(
-    client, run_id: str, storage: Storage, rows: list[tuple[FrontierRow, ExperimentConfig]]
+    client, run_id: str, storage: Storage, sweep: SweepConfig, cli_overrides: dict, grid
 ) -> None:
-    """Every point's grids onto the parent run (`points/<label>/`): one click from the chart."""
+    """Every finished point's grids onto the parent run, one click from the chart, under
+    `points/<label>_<generator-eval key>/` (points that differ only in generator settings share
+    a label)."""
     with tempfile.TemporaryDirectory() as tmp:
-        for index, (row, cfg) in enumerate(rows):
+        for result in grid:
+            if result_row(sweep, cli_overrides, result) is None:
+                continue
+            cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
             if not cfg.tracking.log_images:
                 continue
-            # Numbered as in the table: points that differ only in generator settings share a label.
-            name = row.label.replace(" ", "_").replace("/", "-")
-            folder = Path(tmp) / f"{index:02d}_{name}"
+            name = point_label(cfg).replace(" ", "_").replace("/", "-")
+            folder = Path(tmp) / f"{name}_{stage_keys(cfg).generator_eval[:8]}"
             folder.mkdir()
-            for name, rel in point_grids(cfg).items():
+            for file, rel in point_grids(cfg).items():
                 if storage.exists(rel):
-                    (folder / name).write_bytes(storage.read_bytes(rel))
+                    (folder / file).write_bytes(storage.read_bytes(rel))
             client.log_artifacts(run_id, str(folder), f"points/{folder.name}")
+
+
+def phase_one_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> dict[int, FrontierRow]:
+    """A pruned sweep's first phase: point index -> row of tokenizer metrics."""
+    rows = {}
+    for result in grid:
+        row = result_row(sweep, cli_overrides, result)
+        if row is not None:
+            rows[result.config["point"]["index"]] = row
+    return rows
 
 
 def terminal_table(rows: list[FrontierRow], front: list[bool], metrics: list[str]) -> str:
@@ -126,16 +149,32 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if math.isfinite(value) else "n/a"
 
 
-def write_frontier(sweep, ctx, storage: Storage, run_name: str, grid, client) -> FrontierSummary:
-    collected = collect_rows(sweep, ctx.cli_overrides, grid)
-    rows = [row for row, _ in collected]
+def write_frontier(
+    sweep, ctx, storage: Storage, run_name: str, grid, client, pruning=None
+) -> FrontierSummary:
+    rows = collect_rows(sweep, ctx.cli_overrides, grid)
+    if pruning is not None:
+        # Trained points say so beside the pruned ones (tokenizer metrics only, never on a front).
+        rows = [FrontierRow(r.label, {**r.params, "status": "trained"}, r.metrics) for r in rows]
+        rows = sort_rows(rows + pruning.pruned_rows())
     x, y = frontier_axes(rows, sweep.frontier.x, sweep.frontier.y)
     front = mark_front(rows, x, y)
     present = sorted({m for r in rows for m in r.metrics}, key=metric_order)
+    status = ["status"] if pruning is not None else []
     markdown = (
         f"# Frontier of `{sweep.name}`\n\nx = `{x}`: {axis_label(x)}; y = `{y}`: {axis_label(y)}\n\n"
-        + frontier_markdown(rows, front, [*PARAM_COLUMNS, *present])
+        + frontier_markdown(rows, front, [*PARAM_COLUMNS, *status, *present])
     )
+    # The proxies' predictive power on this sweep's own points (evaluation/correlation.py).
+    report = proxy_correlations(rows, y)
+    trained = sum(math.isfinite(r.metrics.get(y, math.nan)) for r in rows)
+    correlation = summary_lines(report, y, trained)
+    if pruning is not None and pruning.decision is not None:
+        correlation.append(
+            f"pruned {len(pruning.decision.pruned)} point(s) by {pruning.decision.proxy}: "
+            f"{pruning.saved_gpu_hours:.3g} GPU-hours saved (cost plan)"
+        )
+    markdown += "\n\n" + "\n".join(correlation) + "\n"
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
         plot_frontier(
@@ -143,16 +182,26 @@ def write_frontier(sweep, ctx, storage: Storage, run_name: str, grid, client) ->
         )
         (local / "frontier.csv").write_text(frontier_csv(rows, front))
         (local / "frontier.md").write_text(markdown)
-        for name in ("frontier.png", "frontier.csv", "frontier.md"):
+        names = ["frontier.png", "frontier.csv", "frontier.md"]
+        if report:
+            (local / "proxy_correlation.csv").write_text(correlation_csv(report))
+            names.append("proxy_correlation.csv")
+        for name in names:
             storage.write_bytes((local / name).read_bytes(), "sweeps", run_name, name)
             client.log_artifact(ctx.parent_run_id, str(local / name))
-    log_point_grids(client, ctx.parent_run_id, storage, collected)
+        for c in report:
+            png = plot_correlation(rows, c, local / "proxies" / f"{c.proxy}.png")
+            storage.write_bytes(png.read_bytes(), "sweeps", run_name, "proxies", png.name)
+            client.log_artifact(ctx.parent_run_id, str(png), "proxies")
+    log_point_grids(client, ctx.parent_run_id, storage, sweep, ctx.cli_overrides, grid)
     # The run page's description: the frontier table, read without opening an artifact.
     client.set_tag(ctx.parent_run_id, "mlflow.note.content", markdown)
     client.log_metric(ctx.parent_run_id, "points", float(len(rows)))
     client.log_metric(ctx.parent_run_id, "points_on_front", float(sum(front)))
+    for name, value in mlflow_metrics(report).items():
+        client.log_metric(ctx.parent_run_id, name, value)
     return FrontierSummary(
-        table=terminal_table(rows, front, present),
+        table=terminal_table(rows, front, present) + "\n\n" + "\n".join(correlation),
         chart=storage.uri_for("sweeps", run_name, "frontier.png"),
         csv=storage.uri_for("sweeps", run_name, "frontier.csv"),
         markdown=markdown,

@@ -116,8 +116,11 @@ def run_point(
     overrides: dict | None = None,
     callbacks: list | None = None,
     on_intermediate: Callable[[dict[str, float]], None] | None = None,
+    tokenizer_only: bool = False,
 ) -> dict[str, float]:
     """Run (or finish, or just read back) every stage of one point; returns its final metrics.
+
+    `tokenizer_only` stops after the tokenizer evaluation (a pruned sweep's first phase).
 
     With `on_intermediate` and `evaluation.intermediate_every` > 0 the generator trains in rounds
     and each round's `fd_intermediate` goes to `on_intermediate` (Tune's report, for ASHA).
@@ -174,6 +177,11 @@ def run_point(
             if cfg.tracking.log_images:
                 log_stored_file(logger, storage, recon["grid"], "tokenizer")
             log_json(logger, recon["spec"], "tokenizer_eval_spec.json", "tokenizer")
+            if tokenizer_only:
+                timings = ledger.stop()
+                logger.log_metrics(timings)
+                progress.post(name, state="done", stage="tokenizer eval")
+                return {**recon["metrics"], **timings}
 
             manifest = None
             if cfg.generator.pretrained is None:

@@ -6,7 +6,17 @@ from pathlib import Path
 
 from orchestrator.config import ExperimentConfig, SweepConfig, SweepPoint, latent_grid
 from orchestrator.evaluation.naming import generation_metric_label, reported_metrics
+from orchestrator.sweep.cost import (
+    STAGES,
+    SweepCost,
+    fmt_flops,
+    fmt_hours,
+    train_images,
+)
 from orchestrator.sweep.resources import describe
+
+# The prune a plan prices when the space configures none (issue 20: "what `keep: 3` saves").
+ILLUSTRATIVE_KEEP = 3
 
 
 def training_length(steps: int | None, epochs: float | None) -> str:
@@ -100,7 +110,9 @@ HEADERS = [
 ]
 
 
-def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str:
+def format_plan(
+    sweep: SweepConfig, points: list[SweepPoint], path: Path, cost: SweepCost | None = None
+) -> str:
     lines = [
         f"sweep `{sweep.name}` from {path} (preset {sweep.preset}, search {sweep.search.algorithm})"
     ]
@@ -125,6 +137,8 @@ def format_plan(sweep: SweepConfig, points: list[SweepPoint], path: Path) -> str
         first = points[0].config
         lines.append(f"storage: {first.storage}   dataset: {dataset_summary(first)}")
         lines.extend(pretrained_files(points))
+        if cost is not None:
+            lines.extend(cost_lines(sweep, points, cost))
     else:
         opt = sweep.search.optuna
         lines.append(
@@ -205,3 +219,72 @@ def dataset_summary(cfg: ExperimentConfig) -> str:
     classes = "classes from the data" if ds.num_classes is None else f"{ds.num_classes} classes"
     val = f"flat, labels {ds.val_labels}" if ds.val_labels else ds.val_split
     return f"{ds.source} {root} ({ds.train_split}/{val}, {classes})"
+
+
+def cost_lines(sweep: SweepConfig, points: list[SweepPoint], cost: SweepCost) -> list[str]:
+    """The cost plan: FLOPs and GPU-hours per stage and point, shared stages once, the total,
+    and what pruning saves (sweep/cost.py says how each number is counted)."""
+    first = points[0].config
+    images, source = train_images(first)
+    configured = cost.tflops_per_gpu == first.resources.tflops_per_gpu
+    throughput = "resources.tflops_per_gpu" if configured else "measured by --calibrate"
+    lines = [
+        f"cost plan at {cost.tflops_per_gpu:.3g} TFLOP/s per GPU ({throughput}); "
+        f"{images:,} training images ({source}):"
+    ]
+    rows = []
+    for point in points:
+        for c in cost.points[point.index]:
+            rows.append(
+                [
+                    str(point.index),
+                    c.stage,
+                    c.key[:8],
+                    f"{c.units:,} {c.unit}s",
+                    fmt_flops(c.flops_per_unit),
+                    fmt_flops(c.flops),
+                    fmt_hours(cost.hours(c.flops)),
+                ]
+            )
+    headers = ["#", "stage", "key", "length", "FLOPs/unit", "FLOPs", "GPU-hours"]
+    lines.extend("  " + line for line in table(headers, rows).splitlines())
+    by_stage = {stage: 0.0 for stage in STAGES}
+    for c in cost.unique().values():
+        by_stage[c.stage] += c.flops
+    lines.append(
+        "  per stage (shared once): "
+        + ", ".join(f"{s} {fmt_hours(cost.hours(f))}" for s, f in by_stage.items() if f)
+    )
+    shared = cost.unshared_flops - cost.total_flops
+    lines.append(
+        f"  total: {fmt_hours(cost.hours(cost.total_flops))} ({fmt_flops(cost.total_flops)}); "
+        f"sharing stages between points saves {fmt_hours(cost.hours(shared))}"
+    )
+    prune = sweep.search.prune
+    keep = prune.kept(len(points)) if prune.enabled else ILLUSTRATIVE_KEEP
+    if keep < len(points):
+        pruned = cost.pruned_flops(keep)
+        saved = cost.total_flops - pruned
+        what = (
+            f"search.prune (keep {keep} by {prune.proxy})"
+            if prune.enabled
+            else (f"search.prune: {{keep: {keep}}}")
+        )
+        lines.append(
+            f"  with {what}: at least {fmt_hours(cost.hours(saved))} saved, "
+            f"{fmt_hours(cost.hours(pruned))} spent (generators for {keep} of {len(points)} "
+            + (
+                "points)"
+                if prune.enabled and not prune.keep_pareto
+                else "points; points on the (reconstruction, proxy) Pareto set also train)"
+            )
+        )
+    return lines
+
+
+def planned_gpu_hours(sweep: SweepConfig, points: list[SweepPoint], cost: SweepCost) -> float:
+    """What `--budget` is checked against: the total, or with `search.prune` the least it spends."""
+    prune = sweep.search.prune
+    if prune.enabled and prune.kept(len(points)) < len(points):
+        return cost.hours(cost.pruned_flops(prune.kept(len(points))))
+    return cost.hours(cost.total_flops)

@@ -43,6 +43,8 @@ POINT_TAG = "ldm.point"
 # Tune's retries of a failed trial: none (see make_tuner).
 TRIAL_RETRIES = 0
 INTERRUPTED = "interrupted: run the same command again to resume where it stopped"
+# A pruned sweep's first Tune run (tokenizers and their evaluations), under the sweep's Tune dir.
+TOKENIZER_PHASE = "tokenizers"
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def run_trial(trial_config: dict) -> None:
     from orchestrator.sweep import pipeline, resources
 
     ctx = SweepContext(**trial_config["ctx"])
+    tokenizer_only = trial_config.get("phase") == TOKENIZER_PHASE
     overrides = trial_overrides(trial_config)
     cfg = build_config(ctx.sweep_config(), overrides, ctx.cli_overrides)
     cfg = resources.with_resolved_gpu(cfg, ctx.use_gpu)
@@ -152,7 +155,9 @@ def run_trial(trial_config: dict) -> None:
             overrides=overrides,
             callbacks=[TuneReportCallback()],
             on_intermediate=tune.report,
+            tokenizer_only=tokenizer_only,
         )
+    # In a pruned sweep's first phase, "done" means the point's tokenizer stages are.
     tune.report({**metrics, "point_done": 1})
 
 
@@ -374,12 +379,15 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     parent_id = ctx.parent_run_id
     with console_to(log_file_of(storage, run_name)) as terminal:
         try:
-            grid, shared_compute = run_trials(
+            grid, pruning, shared_compute = run_trials(
                 sweep, points, ctx, base, storage, run_name, resume, terminal
             )
         except KeyboardInterrupt:  # before Tune took over Ctrl+C: preparing the shared inputs
-            grid = None
-    outcome = None if grid is None else trial_outcomes(grid, planned_trials(sweep, points))
+            grid, pruning = None, None
+    planned = planned_trials(sweep, points)
+    if pruning is not None and pruning.decision is not None:
+        planned = len(pruning.decision.kept)
+    outcome = None if grid is None else trial_outcomes(grid, planned)
     # A trial that Tune stopped on an interrupt may have left its run FAILED (its Train run was
     # torn down under it): that point was stopped, not broken, so it reads KILLED like the rest.
     stopped = (
@@ -390,8 +398,11 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
         client.set_terminated(parent_id, "KILLED")
         print(INTERRUPTED, flush=True)
         return 130
+    if pruning is not None and pruning.decision is not None:
+        for line in log_pruning(pruning, ctx, client):
+            print(line, flush=True)
     if outcome["finished"]:
-        summary = write_frontier(sweep, ctx, storage, run_name, grid, client)
+        summary = write_frontier(sweep, ctx, storage, run_name, grid, client, pruning)
         print(summary.table, flush=True)
         print(f"\nfrontier chart: {summary.chart}\nfrontier table: {summary.csv}", flush=True)
     else:  # an empty chart would only look like a result
@@ -405,7 +416,9 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     wall = time.time() - started
     counts = ", ".join(f"{n} {state}" for state, n in outcome.items() if n)
     print(f"wall time: {wall / 60:.1f} min; trials: {counts}", flush=True)
-    print(compute_line(grid, shared_compute, started, client, parent_id), flush=True)
+    # A pruned sweep computed in two Tune runs: its tokenizer phase and its generator phase.
+    earlier = list(pruning.first) if pruning is not None and pruning.first is not grid else []
+    print(compute_line([*earlier, *grid], shared_compute, started, client, parent_id), flush=True)
     experiment = client.get_experiment(ctx.experiment_id).name
     if ctx.tracking_uri.startswith("http"):
         print(f"MLflow: open {ctx.tracking_uri} (experiment `{experiment}`)", flush=True)
@@ -419,7 +432,7 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     return 1 if outcome["failed"] else 0
 
 
-def compute_line(grid, shared_compute: float, started: float, client, parent_id: str) -> str:
+def compute_line(results, shared_compute: float, started: float, client, parent_id: str) -> str:
     """The share of the cluster's unit-seconds spent computing in this run (`sweep/budget.py`),
     logged onto the parent run too."""
     import ray
@@ -430,7 +443,7 @@ def compute_line(grid, shared_compute: float, started: float, client, parent_id:
     # Only trials that reported in this run: a resumed sweep's finished trials computed before.
     trials = sum(
         budget.total_compute(r.metrics)
-        for r in grid
+        for r in results
         if r.metrics and r.metrics.get("timestamp", 0) >= started
     )
     computed = shared_compute + trials
@@ -511,21 +524,88 @@ def run_trials(sweep, points, ctx, base, storage, run_name, resume, terminal):
             for cfg in {p.keys.dataset: p.config for p in points}.values() or [base]:
                 pipeline.prepare_shared(cfg, storage)
         log.info("shared inputs: (wall, compute) %s", shared.stop())
+        shared_compute = budget.total_compute(shared.stop())
+        pruning = None
+        if sweep.search.prune.enabled:
+            # Phase 1: every tokenizer and its evaluation; then generators for the kept points.
+            first = make_tuner(
+                sweep, points, ctx, base, storage, run_name, resume, phase=TOKENIZER_PHASE
+            ).fit()
+            pruning = decide_pruning(sweep, points, base, ctx, first)
+            if pruning.decision is None:  # a tokenizer failed or the sweep was interrupted
+                del locks
+                return first, pruning, shared_compute
+            points = [p for p in points if p.index in pruning.decision.kept]
         grid = make_tuner(sweep, points, ctx, base, storage, run_name, resume).fit()
     del locks
-    return grid, budget.total_compute(shared.stop())
+    return grid, pruning, shared_compute
 
 
-def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
+def decide_pruning(sweep, points, base, ctx: SweepContext, first):
+    """Which points' generators train, from the first phase's tokenizer metrics."""
+    from orchestrator.evaluation.naming import resolve_proxy
+    from orchestrator.evaluation.pareto import frontier_axes
+    from orchestrator.evaluation.report import phase_one_rows
+    from orchestrator.sweep.prune import Pruning, select_points
+
+    outcome = trial_outcomes(first, len(points))
+    if outcome["failed"] or outcome["unfinished"] or outcome["stopped early"]:
+        return Pruning(None, {}, first, 0.0)
+    rows = phase_one_rows(sweep, ctx.cli_overrides, first)
+    recon, _ = frontier_axes(list(rows.values()), sweep.frontier.x, "auto")
+    proxy = resolve_proxy(sweep.search.prune.proxy, base)
+    values = {
+        i: (row.metrics.get(recon, float("nan")), row.metrics.get(proxy, float("nan")))
+        for i, row in rows.items()
+    }
+    prune = sweep.search.prune
+    decision = select_points(
+        values,
+        prune.kept(len(points)),
+        reconstruction=recon,
+        proxy=proxy,
+        keep_pareto=prune.keep_pareto,
+    )
+    from orchestrator.sweep.cost import sweep_cost
+
+    cost = sweep_cost(points)
+    saved = cost.hours(cost.total_flops - cost.kept_flops(set(decision.kept)))
+    return Pruning(decision, rows, first, saved)
+
+
+def log_pruning(pruning, ctx: SweepContext, client) -> list[str]:
+    """Tag every point's run trained or pruned, log the saving on the parent; summary lines."""
+    from orchestrator.sweep.prune import PRUNED, STATUS_TAG
+
+    decision = pruning.decision
+    sweep = ctx.sweep_config()
+    for result in pruning.first:
+        cfg = build_config(sweep, trial_overrides(result.config), ctx.cli_overrides)
+        run_id = find_or_create_child(client, ctx, stage_keys(cfg).generator_eval, point_label(cfg))
+        index = result.config["point"]["index"]
+        client.set_tag(run_id, STATUS_TAG, PRUNED if index in decision.pruned else "trained")
+    client.log_metric(ctx.parent_run_id, "pruned_points", float(len(decision.pruned)))
+    client.log_metric(ctx.parent_run_id, "gpu_hours_saved_by_pruning", pruning.saved_gpu_hours)
+    client.set_tag(ctx.parent_run_id, "ldm.prune.proxy", decision.proxy)
+    return [
+        f"pruning by {decision.proxy}: generators trained for points "
+        f"{', '.join(map(str, decision.kept))}; pruned {', '.join(map(str, decision.pruned)) or 'none'}"
+        f" (planned saving {pruning.saved_gpu_hours:.3g} GPU-hours at resources.tflops_per_gpu)"
+    ]
+
+
+def make_tuner(sweep, points, ctx, base, storage, run_name, resume, phase: str | None = None):
     from ray import tune
 
     fn = trainable(base)
-    path = storage.uri_for("sweeps", run_name, TUNE_DIR)
+    # A pruned sweep's first phase is its own Tune experiment inside the sweep's Tune dir.
+    parts = ("sweeps", run_name, TUNE_DIR, *([phase] if phase else []))
+    path = storage.uri_for(*parts)
     # A full URI (the filesystem comes from it, object-store endpoint included).
     if resume and tune.Tuner.can_restore(path):
         log.info("restoring the Tune experiment at %s", path)
         return tune.Tuner.restore(path, trainable=fn, resume_unfinished=True, resume_errored=True)
-    param_space: dict = {"ctx": ctx.__dict__}
+    param_space: dict = {"ctx": ctx.__dict__, "phase": phase}
     search_alg = scheduler = None
     if sweep.search.algorithm == "grid":
         param_space["point"] = tune.grid_search(
@@ -561,8 +641,8 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume):
             scheduler=scheduler,
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=storage.uri_for("sweeps", run_name),
+            name=parts[-1],
+            storage_path=storage.uri_for(*parts[:-1]),
             # One layer of retries: a training stage restarts from its last checkpoint inside
             # the trial (Train's FailureConfig, `resources.max_failures`); Tune does not run a
             # failed trial again (that would repeat those retries and every stage before).

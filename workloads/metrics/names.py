@@ -4,7 +4,7 @@ A metric whose value depends on how many samples produced it (every Fréchet dis
 precision/recall, class consistency) is *named* with that count: ``fid_50k``, ``is_10k``,
 ``precision_10k``, ``fd_proxy_500``. The same name reaches MLflow, the frontier CSV, the chart
 and ``--dry-run``, so an FID-10K can never be put in a column of FID-50Ks. Per-image means
-(PSNR, SSIM, LPIPS) and the latent-space uniformity scores are named without one.
+(PSNR, SSIM, LPIPS, LDS) and the latent-space uniformity scores are named without one.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ METRICS: dict[str, MetricInfo] = {
     "density_cv": MetricInfo("density CV", True, False),
     "gini": MetricInfo("Gini", True, False),
     "norm_entropy": MetricInfo("normalised entropy", False, False),
+    # gFID proxies of the tokenizer evaluation (workloads/metrics/latent_proxies.py): iFID (its
+    # FD-proxy twin without Inception), latent label agreement, spatial self-similarity.
+    "ifid": MetricInfo("iFID", True, True),
+    "ifd_proxy": MetricInfo("iFD-proxy", True, True),
+    "lnc": MetricInfo("LNC", False, True),
+    "lds": MetricInfo("LDS", False, False),
 }
 
 # ADM compares 10K reference images with the samples for precision/recall; we use (at most) 10K

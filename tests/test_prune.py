@@ -1,0 +1,101 @@
+"""`search.prune`: the selection rule, its bad inputs, and one micro sweep that trains generators
+for exactly `keep` points and reports the rest as pruned."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.config import ConfigError, load_sweep
+from orchestrator.sweep.prune import select_points
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_keep_the_best_by_the_proxy_plus_the_pareto_set():
+    # (rFID, iFID), both lower is better. Point 2 has the best iFID; point 0 the best rFID, so
+    # it is on the (rFID, iFID) front too; points 1 and 3 are dominated by 2.
+    values = {0: (0.2, 30.0), 1: (0.5, 25.0), 2: (0.3, 10.0), 3: (0.9, 12.0), 4: (0.4, math.nan)}
+    decision = select_points(
+        values, 1, reconstruction="rfid_50k", proxy="ifid_50k", keep_pareto=True
+    )
+    assert decision.kept == (0, 2) and decision.pruned == (1, 3, 4)
+    decision = select_points(
+        values, 2, reconstruction="rfid_50k", proxy="ifid_50k", keep_pareto=False
+    )
+    assert decision.kept == (2, 3)
+    # A higher-is-better proxy ranks the other way; a missing value ranks last.
+    decision = select_points(
+        values, 4, reconstruction="rfid_50k", proxy="lnc_50k", keep_pareto=False
+    )
+    assert decision.kept == (0, 1, 2, 3)
+
+
+def write_space(tmp_path: Path, prune: dict, name: str = "prune_micro") -> Path:
+    space = {
+        "name": name,
+        "preset": "micro",
+        # iFID's latent bank: half the micro training split (the preset turns it off).
+        "base": {"evaluation": {"proxy_train_images": 60}},
+        "search": {"grid": {"tokenizer.vf.foundation": ["none", "standin"]}, "prune": prune},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("prune", "message"),
+    [
+        ({"proxy": "fd_proxy", "keep": 1}, "search.prune.proxy: `fd_proxy_40` is not a proxy"),
+        ({"proxy": "nonsense", "keep": 1}, "search.prune.proxy: `nonsense` is not a known metric"),
+        ({"keep": 2}, "search.prune.keep: keeps 2 of the sweep's 2 points"),
+        ({"keep_fraction": 1.5}, "search.prune.keep_fraction: must lie in (0, 1)"),
+    ],
+)
+def test_bad_prune_settings_are_one_line(tmp_path, prune, message):
+    with pytest.raises(ConfigError) as error:
+        load_sweep(write_space(tmp_path, prune))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_pruned_micro_sweep_trains_generators_for_exactly_keep_points(tmp_path):
+    storage = tmp_path / "store"
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    # The default proxy, iFID (its FD-proxy twin here); exactly `keep`: no Pareto additions.
+    space = write_space(tmp_path, {"keep": 1, "keep_pareto": False})
+    cmd = [sys.executable, "-m", "orchestrator.frontier", "--space", str(space)]
+    cmd += ["--storage", str(storage), "--tracking-uri", tracking]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "trials: 1 finished" in result.stdout
+    assert "pruning by ifd_proxy_40" in result.stdout
+
+    client = MlflowClient(tracking)
+    runs = client.search_runs([client.get_experiment_by_name("prune_micro").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("ldm.role") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2
+    status = {c.data.tags["ldm.status"]: c for c in children}
+    assert set(status) == {"trained", "pruned"}
+    for child in children:  # every tokenizer was evaluated, proxies with their counts
+        for metric in ("rfd_proxy_40", "ifd_proxy_40", "lnc_40", "lds"):
+            assert math.isfinite(child.data.metrics[metric]), metric
+    assert "fd_proxy_40" in status["trained"].data.metrics
+    assert "fd_proxy_40" not in status["pruned"].data.metrics
+    kept, pruned = (status[s].data.metrics["ifd_proxy_40"] for s in ("trained", "pruned"))
+    assert kept <= pruned
+    assert parent.data.metrics["pruned_points"] == 1
+    assert parent.data.metrics["gpu_hours_saved_by_pruning"] > 0
+
+    csv = (storage / "sweeps" / "prune_micro" / "frontier.csv").read_text().splitlines()
+    header = csv[0].split(",")
+    assert len(csv) == 3 and "status" in header
+    statuses = sorted(line.split(",")[header.index("status")] for line in csv[1:])
+    assert statuses == ["pruned", "trained"]
