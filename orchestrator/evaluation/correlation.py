@@ -29,6 +29,7 @@ PROXY_BASES = (
     "density_cv",
     "gini",
     "norm_entropy",
+    "fd_first_round",
 )
 # Below this many points a correlation is reported with a plain warning.
 TRUSTED_POINTS = 10

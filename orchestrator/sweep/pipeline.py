@@ -193,6 +193,8 @@ def run_point(
                     )
 
             stage("generator")
+            # The first round's score, a generation proxy (correlated with the final metric).
+            rounds: dict[str, float] = {}
             train = dict(run_ref=ref, callbacks=callbacks, progress=name)
             with stage_lock(keys.generator):
                 if manifest is None:
@@ -217,6 +219,7 @@ def run_point(
                             logger.log_metrics(
                                 {"fd_intermediate": metrics["fd_intermediate"]}, step
                             )
+                            rounds.setdefault("fd_first_round", metrics["fd_intermediate"])
                             on_intermediate(metrics)
                     train_generator(cfg, storage, manifest, **train)
 
@@ -233,7 +236,7 @@ def run_point(
                     latent_stats=latent_stats,
                     evaluator=shared.evaluator,
                 )
-            logger.log_metrics(gen["metrics"])
+            logger.log_metrics({**gen["metrics"], **rounds})
             logger.set_tags(
                 {f"ldm.label.{k}": v for k, v in {**recon["labels"], **gen["labels"]}.items()}
             )
@@ -248,7 +251,7 @@ def run_point(
     log.info("%s: stage seconds (wall, compute) %s", name, timings)
     progress.post(name, state="done", stage="done")
     resources.record_placement("trial", resources.point_id(cfg), phase="end")
-    return {**recon["metrics"], **gen["metrics"], **timings}
+    return {**recon["metrics"], **gen["metrics"], **rounds, **timings}
 
 
 def intermediate_steps(cfg: ExperimentConfig) -> list[int]:

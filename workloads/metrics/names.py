@@ -47,6 +47,10 @@ METRICS: dict[str, MetricInfo] = {
     "ifd_proxy": MetricInfo("iFD-proxy", True, True),
     "lnc": MetricInfo("LNC", False, True),
     "lds": MetricInfo("LDS", False, False),
+    # The first ASHA round's `fd_intermediate` (on `evaluation.intermediate_samples` samples of a
+    # short generator run): the cheap generation proxy the reference's authors recommend
+    # (hustvl/LightningDiT issue 74), carried into the point's final metrics.
+    "fd_first_round": MetricInfo("FD at the first round", True, False),
 }
 
 # ADM compares 10K reference images with the samples for precision/recall; we use (at most) 10K
