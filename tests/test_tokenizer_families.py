@@ -99,7 +99,7 @@ def test_detok_trains_on_noised_latents_and_the_decoder_stage_sees_none():
     with torch.no_grad():
         clean = model.decode(model.encode(x).sample(torch.Generator().manual_seed(1)))
         noisy = family.training_view(model, x, torch.Generator().manual_seed(1)).reconstruction
-        fine_tune = family.training_view(model, x, torch.Generator().manual_seed(1), True)
+        fine_tune = family.view(model, x, torch.Generator().manual_seed(1), decoder_only=True)
     assert not torch.allclose(noisy, clean)
     torch.testing.assert_close(fine_tune.reconstruction, clean)
 

@@ -74,21 +74,25 @@ def trial_overrides(config: dict) -> dict:
     return {**config.get("point", {}).get("overrides", {}), **config.get("overrides", {})}
 
 
-def result_row(sweep: SweepConfig, cli_overrides: dict, result) -> FrontierRow | None:
-    """The row of a finished trial (None for a failed or unfinished one)."""
-    metrics = result.metrics or {}
-    if result.error is not None or "point_done" not in metrics:
-        return None
-    cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
+def finished_configs(sweep: SweepConfig, cli_overrides: dict, grid):
+    """(result, resolved config) of every finished trial (failed or unfinished ones left out)."""
+    for result in grid:
+        if result.error is None and "point_done" in (result.metrics or {}):
+            yield result, build_config(sweep, trial_overrides(result.config), cli_overrides)
+
+
+def result_row(result, cfg: ExperimentConfig) -> FrontierRow:
+    """The frontier row of a finished trial."""
     # Every metric of the table (timings and bookkeeping keys are not frontier columns).
-    values = {k: float(v) for k, v in metrics.items() if is_known(k)}
+    values = {k: float(v) for k, v in result.metrics.items() if is_known(k)}
     return FrontierRow(point_label(cfg), frontier_params(cfg), values)
 
 
 def collect_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> list[FrontierRow]:
     """One row per finished trial (failed or unfinished trials are left out)."""
-    rows = [row for result in grid if (row := result_row(sweep, cli_overrides, result))]
-    return sort_rows(rows)
+    return sort_rows(
+        [result_row(result, cfg) for result, cfg in finished_configs(sweep, cli_overrides, grid)]
+    )
 
 
 def sort_rows(rows: list[FrontierRow]) -> list[FrontierRow]:
@@ -111,10 +115,7 @@ def log_point_grids(
     `points/<label>_<generator-eval key>/` (points that differ only in generator settings share
     a label)."""
     with tempfile.TemporaryDirectory() as tmp:
-        for result in grid:
-            if result_row(sweep, cli_overrides, result) is None:
-                continue
-            cfg = build_config(sweep, trial_overrides(result.config), cli_overrides)
+        for _, cfg in finished_configs(sweep, cli_overrides, grid):
             if not cfg.tracking.log_images:
                 continue
             name = point_label(cfg).replace(" ", "_").replace("/", "-")
@@ -128,12 +129,10 @@ def log_point_grids(
 
 def phase_one_rows(sweep: SweepConfig, cli_overrides: dict, grid) -> dict[int, FrontierRow]:
     """A pruned sweep's first phase: point index -> row of tokenizer metrics."""
-    rows = {}
-    for result in grid:
-        row = result_row(sweep, cli_overrides, result)
-        if row is not None:
-            rows[result.config["point"]["index"]] = row
-    return rows
+    return {
+        result.config["point"]["index"]: result_row(result, cfg)
+        for result, cfg in finished_configs(sweep, cli_overrides, grid)
+    }
 
 
 def terminal_table(rows: list[FrontierRow], front: list[bool], metrics: list[str]) -> str:

@@ -100,8 +100,6 @@ def autoencoder_flops(arch: tuple, resolution: int) -> tuple[float, float]:
 
     kwargs = dict(arch)
     embed_dim = kwargs["embed_dim"]
-    factor = 2 ** (len(kwargs["ch_mult"]) - 1)
-    grid = resolution // factor
 
     def build():
         return AutoencoderKL(**kwargs, resolution=resolution)
@@ -113,9 +111,12 @@ def autoencoder_flops(arch: tuple, resolution: int) -> tuple[float, float]:
             m.encoder(torch.zeros(1, kwargs["in_channels"], resolution, resolution))
         ),
     )
-    dec = counted_flops(
-        build, lambda m: m.decoder(m.post_quant_conv(torch.zeros(1, embed_dim, grid, grid)))
-    )
+
+    def decode(m):
+        grid = resolution // m.downsample_factor
+        return m.decoder(m.post_quant_conv(torch.zeros(1, embed_dim, grid, grid)))
+
+    dec = counted_flops(build, decode)
     return enc, dec
 
 

@@ -546,6 +546,7 @@ def decide_pruning(sweep, points, base, ctx: SweepContext, first):
     from orchestrator.evaluation.naming import resolve_proxy
     from orchestrator.evaluation.pareto import frontier_axes
     from orchestrator.evaluation.report import phase_one_rows
+    from orchestrator.sweep.cost import sweep_cost
     from orchestrator.sweep.prune import Pruning, select_points
 
     outcome = trial_outcomes(first, len(points))
@@ -566,8 +567,6 @@ def decide_pruning(sweep, points, base, ctx: SweepContext, first):
         proxy=proxy,
         keep_pareto=prune.keep_pareto,
     )
-    from orchestrator.sweep.cost import sweep_cost
-
     cost = sweep_cost(points)
     saved = cost.hours(cost.total_flops - cost.kept_flops(set(decision.kept)))
     return Pruning(decision, rows, first, saved)

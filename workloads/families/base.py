@@ -43,6 +43,14 @@ def uniform(
     return torch.rand(shape, generator=generator, device=rng_device).to(device)
 
 
+def normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, 1) draws shaped like `like` from `generator` (which may live on another device)."""
+    rng_device = generator.device if generator is not None else like.device
+    return torch.randn(like.shape, generator=generator, device=rng_device, dtype=like.dtype).to(
+        like.device
+    )
+
+
 class TokenizerFamily:
     """Base family: the plain VA-VAE / LDM step (encode, sample, decode, compare with x).
 
@@ -79,12 +87,22 @@ class TokenizerFamily:
         """The loss of the `build_extra` networks (added to the tokenizer's; disjoint grads)."""
         raise NotImplementedError(f"{self.name} has no extra networks")
 
-    def training_view(
+    def view(
         self,
         model: nn.Module,
         x: torch.Tensor,
         generator: torch.Generator | None,
         decoder_only: bool = False,
     ) -> TrainingView:
+        """The step's view; a decoder-only stage trains the plain step in every family (its
+        training-only augmentations are off there)."""
+        if decoder_only:
+            return TokenizerFamily.training_view(self, model, x, generator)
+        return self.training_view(model, x, generator)
+
+    def training_view(
+        self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None
+    ) -> TrainingView:
+        """The family's own view (augmentations included): here the plain VA-VAE step."""
         reconstruction, posterior, z_proj = model(x, generator)
         return TrainingView(x, x, reconstruction, posterior, z_proj)

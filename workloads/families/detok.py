@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from workloads.families.base import TokenizerFamily, TrainingView, uniform
+from workloads.families.base import TokenizerFamily, TrainingView, normal, uniform
 
 GAMMA = 3.0  # README: --gamma 3.0
 MASK_RATIO_MAX = 0.7  # README: --mask_ratio 0.7
@@ -58,25 +58,17 @@ class DeTokFamily(TokenizerFamily):
     source = "Jiawei-Yang/DeTok@706f7ac:models/detok.py"
 
     def training_view(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        generator: torch.Generator | None,
-        decoder_only: bool = False,
+        self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None
     ) -> TrainingView:
-        if decoder_only:  # the fine-tune stage: no noise, no masks
-            return super().training_view(model, x, generator, decoder_only)
         module = getattr(model, "module", model)
-        factor = 2 ** (len(module.config["ch_mult"]) - 1)
+        factor = module.downsample_factor
         draw = uniform((1,), generator, x.device).item()
         ratio = max(0.0, MASK_RATIO_MIN + (MASK_RATIO_MAX - MASK_RATIO_MIN) * draw)
         posterior = module.encode(mask_patches(x, ratio, factor, generator))
         z = posterior.sample(generator)
         z_proj = None if module.linear_proj is None else module.linear_proj(z)
         tau = uniform((z.shape[0],), generator, z.device)
-        rng_device = generator.device if generator is not None else z.device
-        eps = torch.randn(z.shape, generator=generator, device=rng_device, dtype=z.dtype)
-        reconstruction = module.decode(noised_latent(z, tau, eps.to(z.device)))
+        reconstruction = module.decode(noised_latent(z, tau, normal(z, generator)))
         return TrainingView(x, x, reconstruction, posterior, z_proj)
 
 

@@ -52,17 +52,11 @@ class EQVAEFamily(TokenizerFamily):
     source = "zelaki/eqvae@c34589c:train_eqvae/ldm/models/autoencoder.py"
 
     def training_view(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        generator: torch.Generator | None,
-        decoder_only: bool = False,
+        self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None
     ) -> TrainingView:
-        if decoder_only:
-            return super().training_view(model, x, generator, decoder_only)
         module = getattr(model, "module", model)
         branch, pick_scale, pick_angle, low_res = uniform((4,), generator, x.device).tolist()
-        factor = 2 ** (len(module.config["ch_mult"]) - 1)
+        factor = module.downsample_factor
         sizes = latent_sizes(x.shape[-1] // factor, factor)
         size = sizes[int(pick_scale * len(sizes))]
         if branch >= P_EQUIVARIANCE and low_res < P_LOW_RES_PRIOR and size * factor < x.shape[-1]:

@@ -133,11 +133,7 @@ class REPAEFamily(TokenizerFamily):
     mean_reconstruction = True  # loss/losses.py: F.l1_loss(..., reduction="mean"), LPIPS .mean()
 
     def training_view(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        generator: torch.Generator | None,
-        decoder_only: bool = False,
+        self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None
     ) -> TrainingView:
         module = getattr(model, "module", model)
         posterior = module.encode(x)

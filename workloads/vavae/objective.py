@@ -149,7 +149,7 @@ class VAVAEObjective:
         adaptive weights differentiate the losses w.r.t. the last-layer weights.
         """
         module = _unwrap(model)
-        view = self.family.training_view(model, x, generator, self.decoder_only)
+        view = self.family.view(model, x, generator, self.decoder_only)
         reconstruction, posterior, z_proj = view.reconstruction, view.posterior, view.z_proj
         features = None
         if self.use_vf:
