@@ -41,8 +41,8 @@ import torch
 from orchestrator.config import PRESETS, resolve
 from orchestrator.data.sampler import LatentBatchSampler
 from orchestrator.storage.store import Storage
-from orchestrator.train import fit_stage
 from orchestrator.train.callbacks import MetricsFileCallback, read_metrics
+from orchestrator.train.driver import fit_stage
 from workloads.dit import EMA, LatentStats, LightningDiT_models, RectifiedFlowObjective
 
 # Rows of the memory runs (a few steps each).

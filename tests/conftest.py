@@ -302,8 +302,8 @@ class TrainKit:
         """`fit_stage` on `stream` (default: the synthetic data), appending every report to
         `metrics_path`; `stop_after_step` ends the run there as a sweep's training round does."""
         from orchestrator.storage.store import Storage
-        from orchestrator.train import fit_stage
         from orchestrator.train.callbacks import MetricsFileCallback
+        from orchestrator.train.driver import fit_stage
 
         synthetic, inputs = cls.dataset(cfg, workload)
         return fit_stage(

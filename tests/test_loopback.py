@@ -96,3 +96,13 @@ def test_the_private_ray_of_a_laptop_run_listens_on_loopback_only(tmp_path):
     assert {"gcs_server", "raylet"} <= names, found
     assert sum(name.startswith("ray::RayTrainWorker") for name in names) >= 1, found
     assert [x for x in found if x[1] not in LOOPBACK] == []
+
+
+def test_the_cli_module_imports_no_ray():
+    """`loopback_only` works only if it runs before Ray's first import (Ray reads the switch at
+    import): the CLI module and what it imports at the top must not import Ray."""
+    probe = "import sys, orchestrator.frontier; print('ray' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.strip() == "False", result.stdout + result.stderr[-2000:]

@@ -102,8 +102,8 @@ def test_train_tokenizer_stages_mlflow_and_done(train_kit, tmp_path):
     from orchestrator.data import ingest
     from orchestrator.storage.artifacts import Artifacts
     from orchestrator.storage.store import Storage
-    from orchestrator.train import train_tokenizer
     from orchestrator.train.callbacks import MetricsFileCallback
+    from orchestrator.train.driver import train_tokenizer
 
     stages = (
         TokenizerStageConfig(name="align", steps=2, vf_weight=0.5, cos_margin=0.0),

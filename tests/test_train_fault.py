@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import ray.train
 
-from orchestrator.train import DebugHooks, NonFiniteError
 from orchestrator.train.callbacks import read_metrics
+from orchestrator.train.guard import NonFiniteError
+from orchestrator.train.hooks import DebugHooks
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -27,8 +27,8 @@ from orchestrator.data import image_stream, ingest, latent_stream
 from orchestrator.data.manifest import SCHEMA_VERSION, CacheManifest
 from orchestrator.data.shards import moment_columns, shard_file_name, shard_schema, tensor_column
 from orchestrator.storage.store import Storage
-from orchestrator.train import DebugHooks
 from orchestrator.train.callbacks import read_metrics
+from orchestrator.train.hooks import DebugHooks
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -128,7 +128,7 @@ def run_point(
     from orchestrator.data import build_latent_cache, tokenizer_identity
     from orchestrator.evaluation.jobs import evaluate_generator, evaluate_tokenizer
     from orchestrator.storage.pretrained import import_generator, import_tokenizer
-    from orchestrator.train import train_generator, train_tokenizer
+    from orchestrator.train.driver import train_generator, train_tokenizer
 
     name = point_label(cfg)
     logger = RunLogger(run_ref)
@@ -282,8 +282,12 @@ def generator_round(
         intermediate_generator_metric,
         stored_intermediate_metric,
     )
-    from orchestrator.train import train_generator
-    from orchestrator.train.driver import checkpoint_ema_weights, finished_result, latest_checkpoint
+    from orchestrator.train.driver import (
+        checkpoint_ema_weights,
+        finished_result,
+        latest_checkpoint,
+        train_generator,
+    )
 
     key = stage_keys(cfg).generator
     scored = stored_intermediate_metric(cfg, storage, step)
