@@ -201,13 +201,16 @@ def local_ray_head():
 
 
 # ---- BEGIN ray_local fixture (issue 5: data plane; reused by other Ray test modules) ----
-# One in-process local Ray instance for the whole session: `address="local"` never attaches to
-# another cluster on the machine, and `ray.shutdown()` stops only this one (never `ray stop`).
+# One in-process local Ray instance for the whole session, started as a laptop sweep starts its
+# own (`init_ray`: never attaches to another cluster on the machine, same Train settings), and
+# `ray.shutdown()` stops only this one (never `ray stop`).
 @pytest.fixture(scope="session")
 def ray_local():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from orchestrator.sweep.tune import init_ray
+
+    init_ray(cfg_cpus_hint=2)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield ray

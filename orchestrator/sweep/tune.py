@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -229,6 +230,13 @@ def install_stop_handler() -> None:
     signal.signal(signal.SIGTERM, forward)
 
 
+def closed_port() -> int:
+    """A loopback port that nothing listens on (the OS's pick for a socket closed at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def init_ray(cfg_cpus_hint: int | None = None) -> None:
     import ray
 
@@ -250,6 +258,13 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     # Nothing drains or preempts the nodes of a private local instance: no watcher actor (a
     # process polling every 5 s) beside every Train run.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Ray's state API (Train's placement-group cleaner asks it every second whether the
+    # controller lives) finds "its" cluster through /tmp/ray/ray_current_cluster, which names the
+    # last `ray start` head on this machine, not this instance: a stale one costs a 40 s GCS
+    # timeout per query and 12 s at the end of every Train run, a live one answers for another
+    # cluster (our controller "dead", its placement group removed). This instance has no API
+    # server: point the state API at a closed loopback port so that every query fails at once.
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{closed_port()}"
     ray.init(
         address="local",
         # With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (frontier.loopback_only) nothing listens
