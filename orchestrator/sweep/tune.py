@@ -264,16 +264,25 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     # timeout per query and 12 s at the end of every Train run, a live one answers for another
     # cluster (our controller "dead", its placement group removed). This instance has no API
     # server: point the state API at a closed loopback port so that every query fails at once.
+    # Only the instance's processes (spawned now, with this environment) keep the setting: in
+    # this process it would also override the address a job client is given.
+    saved = os.environ.get("RAY_API_SERVER_ADDRESS")
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{closed_port()}"
-    ray.init(
-        address="local",
-        # With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (frontier.loopback_only) nothing listens
-        # beyond loopback; the node IP is what Train hands its workers as MASTER_ADDR.
-        _node_ip_address="127.0.0.1",
-        num_cpus=max(4, 2 * cores) if cfg_cpus_hint is None else cfg_cpus_hint,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    try:
+        ray.init(
+            address="local",
+            # With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (frontier.loopback_only) nothing listens
+            # beyond loopback; the node IP is what Train hands its workers as MASTER_ADDR.
+            _node_ip_address="127.0.0.1",
+            num_cpus=max(4, 2 * cores) if cfg_cpus_hint is None else cfg_cpus_hint,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    finally:
+        if saved is None:
+            del os.environ["RAY_API_SERVER_ADDRESS"]
+        else:
+            os.environ["RAY_API_SERVER_ADDRESS"] = saved
     install_stop_handler()
 
 
