@@ -167,7 +167,7 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
                 break
         logs.send_signal(signal.SIGINT)
         logs.wait(timeout=30)
-        assert TOKENIZER_TRAINING.match(seen[-1]), "".join(seen)[-4000:]
+        assert seen and TOKENIZER_TRAINING.match(seen[-1]), "".join(seen)[-4000:]
         # A one-machine head listens on loopback only.
         assert not non_loopback_listeners(pgid)
 
