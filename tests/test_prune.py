@@ -1,21 +1,16 @@
-"""`search.prune`: the selection rule, its bad inputs, and one micro sweep that trains generators
-for exactly `keep` points and reports the rest as pruned."""
+"""`search.prune`: the selection rule and its bad inputs. The micro sweep that trains generators
+for exactly `keep` points and reports the rest as pruned is test_sweep.py's main one."""
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from mlflow import MlflowClient
 
 from orchestrator.config import ConfigError, load_sweep
 from orchestrator.sweep.prune import select_points
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_keep_the_best_by_the_proxy_plus_the_pareto_set():
@@ -63,39 +58,3 @@ def test_bad_prune_settings_are_one_line(tmp_path, prune, message):
     with pytest.raises(ConfigError) as error:
         load_sweep(write_space(tmp_path, prune))
     assert message in str(error.value) and "\n" not in str(error.value)
-
-
-def test_pruned_micro_sweep_trains_generators_for_exactly_keep_points(tmp_path):
-    storage = tmp_path / "store"
-    tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    # The default proxy, iFID (its FD-proxy twin here); exactly `keep`: no Pareto additions.
-    space = write_space(tmp_path, {"keep": 1, "keep_pareto": False})
-    cmd = [sys.executable, "-m", "orchestrator.frontier", "--space", str(space)]
-    cmd += ["--storage", str(storage), "--tracking-uri", tracking]
-    result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "trials: 1 finished" in result.stdout
-    assert "pruning by ifd_proxy_40" in result.stdout
-
-    client = MlflowClient(tracking)
-    runs = client.search_runs([client.get_experiment_by_name("prune_micro").experiment_id])
-    parent = next(r for r in runs if r.data.tags.get("ldm.role") == "parent")
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    assert len(children) == 2
-    status = {c.data.tags["ldm.status"]: c for c in children}
-    assert set(status) == {"trained", "pruned"}
-    for child in children:  # every tokenizer was evaluated, proxies with their counts
-        for metric in ("rfd_proxy_40", "ifd_proxy_40", "lnc_40", "lds"):
-            assert math.isfinite(child.data.metrics[metric]), metric
-    assert "fd_proxy_40" in status["trained"].data.metrics
-    assert "fd_proxy_40" not in status["pruned"].data.metrics
-    kept, pruned = (status[s].data.metrics["ifd_proxy_40"] for s in ("trained", "pruned"))
-    assert kept <= pruned
-    assert parent.data.metrics["pruned_points"] == 1
-    assert parent.data.metrics["gpu_hours_saved_by_pruning"] > 0
-
-    csv = (storage / "sweeps" / "prune_micro" / "frontier.csv").read_text().splitlines()
-    header = csv[0].split(",")
-    assert len(csv) == 3 and "status" in header
-    statuses = sorted(line.split(",")[header.index("status")] for line in csv[1:])
-    assert statuses == ["pruned", "trained"]

@@ -35,6 +35,8 @@ BLOCK_MARKER = "tests/test_readme_cluster.py runs this block"
 # Names that a sweep writing outside its --storage would leave behind (MLflow's CWD defaults,
 # Tune/Train's ~/ray_results, the CLI's ./runs default).
 STRAY_OUTPUTS = ("runs", "mlruns", "mlflow.db", "mlartifacts", "ray_results")
+# Where the README's head (default temp dir) keeps its session.
+RAY_TMP = Path("/tmp/ray")
 # The live view's line of a point in its tokenizer stage ("  <label>: tokenizer step 2/8 ..."),
 # not the plan's cost line, which names the stage too.
 TOKENIZER_TRAINING = re.compile(r"^  .+: tokenizer( step|$)")
@@ -121,6 +123,7 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
     ports = free_ports(2 + len(EXTRA_PORT_FLAGS))
     storage = tmp_path / "runs"
     repo_before = {p.name for p in REPO_ROOT.iterdir()}
+    sessions_before = set(RAY_TMP.glob("session_2*"))
     ray_results = Path.home() / "ray_results"
     results_before = set(ray_results.rglob("*")) if ray_results.is_dir() else set()
     env_file, head_log = tmp_path / "env", tmp_path / "head.log"
@@ -197,9 +200,15 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
             assert any((storage / stage).iterdir()), f"stage output {stage}/ missing in storage"
         new_in_repo = {p.name for p in REPO_ROOT.iterdir()} - repo_before
         assert not new_in_repo & set(STRAY_OUTPUTS), new_in_repo
-        # The head's session (the newest: this test started it) holds the uploaded working dir.
-        resources = Path("/tmp/ray/session_latest/runtime_resources")
-        uploaded = [p for p in resources.rglob("*") if p.name in STRAY_OUTPUTS]
+        # The head's session holds the uploaded working dir: one of the sessions started since
+        # this test began (not necessarily the newest, with other tests running beside it).
+        uploads = [
+            resources
+            for session in set(RAY_TMP.glob("session_2*")) - sessions_before
+            if (resources := session / "runtime_resources").is_dir()
+        ]
+        assert uploads, "no Ray session started by this test holds the uploaded working dir"
+        uploaded = [p for r in uploads for p in r.rglob("*") if p.name in STRAY_OUTPUTS]
         assert not uploaded, uploaded
         if ray_results.is_dir():
             assert not set(ray_results.rglob("*")) - results_before, "wrote into ~/ray_results"

@@ -1,5 +1,9 @@
 """The main job end to end: a micro sweep against a real `mlflow server`, and a Ctrl+C.
 
+The micro sweep is the pruned one under ASHA (one sweep, both paths: each costs minutes of
+process starts): every tokenizer is trained and evaluated, the gFID proxy keeps one point, and
+that point's generator trains in ASHA rounds.
+
 Stopping a sweep mid-stage and resuming it are tested where users do it: SIGTERM mid-generator
 then a resume on object storage (test_object_storage.py), `ray job stop` then a resubmit
 (test_readme_cluster.py).
@@ -10,6 +14,7 @@ storage under tmp; assertions go through `MlflowClient` and the files the sweep 
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import subprocess
@@ -29,22 +34,23 @@ search:
     tokenizer.vf.foundation: [none, standin]
 """
 
-# The same points under ASHA: the generator trains in rounds of 4 steps, each scored by
-# fd_intermediate. A grace period of 2 rounds (= all 8 steps) lets every point finish, so the
-# assertions below hold whatever order the trials report in.
-ASHA = """\
+# The same points pruned to one by the default proxy (iFID's FD-proxy twin here; exactly `keep`:
+# no Pareto additions), and the kept point under ASHA: the generator trains in rounds of 4 steps,
+# each scored by fd_intermediate. A grace period of 2 rounds (= all 8 steps) lets it finish.
+PRUNED_ASHA = """\
 base:
-  evaluation: {intermediate_every: 4}
+  evaluation: {intermediate_every: 4, proxy_train_images: 60}
 search:
   scheduler: {type: asha, grace_period: 2}
+  prune: {keep: 1, keep_pareto: false}
 """
 
 
-def write_space(tmp_path: Path, name: str, *, asha: bool = False) -> Path:
+def write_space(tmp_path: Path, name: str, *, pruned_asha: bool = False) -> Path:
     path = tmp_path / f"{name}.yaml"
     data = yaml.safe_load(SPACE.format(name=name))
-    if asha:
-        extra = yaml.safe_load(ASHA)
+    if pruned_asha:
+        extra = yaml.safe_load(PRUNED_ASHA)
         data["base"] = extra["base"]
         data["search"].update(extra["search"])
     path.write_text(yaml.safe_dump(data))
@@ -79,13 +85,16 @@ def sweep_runs(client: MlflowClient, experiment: str):
     return parents, children
 
 
-def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_server):
+def test_pruned_asha_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_server):
     storage = tmp_path / "store"
     result = run_frontier(
-        frontier_command(write_space(tmp_path, "micro_a", asha=True), storage, mlflow_server.uri)
+        frontier_command(
+            write_space(tmp_path, "micro_a", pruned_asha=True), storage, mlflow_server.uri
+        )
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "frontier chart:" in result.stdout and "trials: 2 finished" in result.stdout
+    assert "frontier chart:" in result.stdout and "trials: 1 finished" in result.stdout
+    assert "pruning by ifd_proxy_40" in result.stdout
     # The measured budget: the share of core-seconds spent inside steps and evaluation batches.
     share = re.search(r"compute: (\d+)% of (\d+) cores", result.stdout)
     assert share and 0 < int(share.group(1)) <= 100, result.stdout[-2000:]
@@ -97,50 +106,65 @@ def test_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_path, mlflow_
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.params["tokenizer.vf.foundation"] for c in children} == {"none", "standin"}
-    for child in children:
+    for child in children:  # every tokenizer trained and evaluated, proxies with their counts
         assert child.data.params["tokenizer.arch.embed_dim"] == "4"
-        # Every stage's wall seconds and the unit-seconds it computed (sweep/budget.py).
-        for stage in ("tokenizer", "latent_cache", "generator", "generator_eval"):
-            assert child.data.metrics[f"time/{stage}_s"] > 0, stage
-            assert f"compute/{stage}_s" in child.data.metrics, stage
-        assert (
-            0 < child.data.metrics["compute/generator_s"] < child.data.metrics["time/generator_s"]
-        )
-        for metric in ("tokenizer/nll", "generator/loss"):
-            history = client.get_metric_history(child.info.run_id, metric)
-            steps = [m.step for m in history]
-            assert len(steps) >= 2 and steps == sorted(steps), (metric, steps)
-        # Named with their sample counts (micro: 40 images and 40 samples), as --dry-run lists them.
-        for metric in (
-            "psnr",
-            "rfd_proxy_40",
-            "fd_proxy_40",
-            "class_consistency_40",
-            "precision_proxy_40",
-            "recall_proxy_40",
-        ):
-            assert metric in child.data.metrics, metric
-        # One ASHA round at step 4, scored and logged; the generator then finished to step 8.
-        rounds = client.get_metric_history(child.info.run_id, "fd_intermediate")
-        assert [m.step for m in rounds] == [4] and rounds[0].value > 0
-        artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "generator")}
-        assert "generator/samples.png" in artifacts
+        for metric in ("psnr", "rfd_proxy_40", "ifd_proxy_40", "lnc_40", "lds"):
+            assert math.isfinite(child.data.metrics[metric]), metric
+        assert child.data.metrics["time/tokenizer_s"] > 0
+        assert "compute/tokenizer_s" in child.data.metrics
+        history = client.get_metric_history(child.info.run_id, "tokenizer/nll")
+        steps = [m.step for m in history]
+        assert len(steps) >= 2 and steps == sorted(steps), steps
+    status = {c.data.tags["ldm.status"]: c for c in children}
+    assert set(status) == {"trained", "pruned"}
+    trained, pruned = status["trained"], status["pruned"]
+    assert trained.data.metrics["ifd_proxy_40"] <= pruned.data.metrics["ifd_proxy_40"]
+    assert "fd_proxy_40" not in pruned.data.metrics
+    assert parent.data.metrics["pruned_points"] == 1
+    assert parent.data.metrics["gpu_hours_saved_by_pruning"] > 0
+
+    # The kept point: every stage's wall seconds and the unit-seconds it computed (budget.py).
+    for stage in ("latent_cache", "generator", "generator_eval"):
+        assert trained.data.metrics[f"time/{stage}_s"] > 0, stage
+        assert f"compute/{stage}_s" in trained.data.metrics, stage
+    assert (
+        0 < trained.data.metrics["compute/generator_s"] < trained.data.metrics["time/generator_s"]
+    )
+    history = client.get_metric_history(trained.info.run_id, "generator/loss")
+    steps = [m.step for m in history]
+    assert len(steps) >= 2 and steps == sorted(steps), steps
+    # Named with their sample counts (micro: 40 images and 40 samples), as --dry-run lists them.
+    for metric in (
+        "fd_proxy_40",
+        "class_consistency_40",
+        "precision_proxy_40",
+        "recall_proxy_40",
+    ):
+        assert metric in trained.data.metrics, metric
+    # One ASHA round at step 4, scored and logged; the generator then finished to step 8.
+    rounds = client.get_metric_history(trained.info.run_id, "fd_intermediate")
+    assert [m.step for m in rounds] == [4] and rounds[0].value > 0
+    artifacts = {a.path for a in client.list_artifacts(trained.info.run_id, "generator")}
+    assert "generator/samples.png" in artifacts
 
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"frontier.png", "frontier.csv", "frontier.md", "points"} <= parent_artifacts
-    # Each point's grids one click from the parent run; the frontier table is its description.
-    for folder in client.list_artifacts(parent.info.run_id, "points"):
-        grids = {
-            a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, folder.path)
-        }
-        assert grids == {"reconstructions.png", "samples.png"}, folder.path
-    assert len(client.list_artifacts(parent.info.run_id, "points")) == 2
+    # The trained point's grids one click from the parent run; the table is its description.
+    folders = client.list_artifacts(parent.info.run_id, "points")
+    assert len(folders) == 1
+    grids = {
+        a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, folders[0].path)
+    }
+    assert grids == {"reconstructions.png", "samples.png"}, folders[0].path
     assert "Frontier of `micro_a`" in parent.data.tags["mlflow.note.content"]
     # Opens in MLflow's model-training view, not the GenAI traces overview.
     experiment = client.get_experiment_by_name("micro_a")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     csv = (storage / "sweeps" / "micro_a" / "frontier.csv").read_text().splitlines()
-    assert len(csv) == 3 and "on_front" in csv[0] and "fd_proxy_40" in csv[0].split(",")
+    header = csv[0].split(",")
+    assert len(csv) == 3 and "on_front" in header and "fd_proxy_40" in header
+    statuses = sorted(line.split(",")[header.index("status")] for line in csv[1:])
+    assert statuses == ["pruned", "trained"]
 
 
 def test_ctrl_c_while_preparing_exits_130_and_closes_the_parent_run(tmp_path, mlflow_server):

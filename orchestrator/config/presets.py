@@ -128,7 +128,7 @@ def micro() -> ExperimentConfig:
             tokenizer_num_images=40,
             uniformity_samples=100,
             # No iFID bank (a second actor pool per tokenizer evaluation): plumbing tests that
-            # exercise it set it (tests/test_prune.py).
+            # exercise it set it (tests/test_sweep.py).
             proxy_train_images=0,
             intermediate_samples=20,
         ),

@@ -26,6 +26,8 @@ from torch import nn
 # Parameters gathered at once when a whole-model view of a ZeRO-3 engine is needed (EMA,
 # export): bounds the transient memory to this many elements plus one parameter.
 GATHER_CHUNK_ELEMENTS = 50_000_000
+# DeepSpeed's name for its CPU shared-memory all-reduce op (`ShareMemCommBuilder.NAME`).
+SHM_ALL_REDUCE_OP = "deepspeed_shm_comm"
 
 
 def resolve_precision(precision: str, on_gpu: bool) -> str:
@@ -87,14 +89,21 @@ def initialize(
     model: nn.Module, optimizer: torch.optim.Optimizer, spec: EngineSpec, compile_model: bool
 ):
     """Wrap `model` + client `optimizer` in a DeepSpeed engine; optionally `torch.compile` it."""
-    # DeepSpeed JIT-builds ops on first use (the CPU shared-memory all-reduce, about 1 MB). They
-    # go beside the hub weights under TORCH_HOME, the one documented torch cache, instead of
-    # torch's separate ~/.cache/torch_extensions.
+    # An op DeepSpeed JIT-builds on first use goes beside the hub weights under TORCH_HOME, the
+    # one documented torch cache, instead of torch's separate ~/.cache/torch_extensions.
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
     )
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(torch_home, "torch_extensions"))
     import deepspeed
+    import deepspeed.ops
+
+    # On the CPU, DeepSpeed's communication backend compiles a shared-memory all-reduce (C++:
+    # 30 s and a CPU-minute on 2 cores, a compiler on every machine, rebuilt whenever another
+    # environment built it last) that only its tensor-parallel inference kernels call; training
+    # reduces through torch.distributed. It builds the op only where its compatibility table
+    # (`deepspeed.ops.__compatible_ops__`, read for nothing else) says it can: say it cannot.
+    deepspeed.ops.__compatible_ops__[SHM_ALL_REDUCE_OP] = False
 
     if spec.zero_stage == 3 and spec.zero3_leaf:
         deepspeed.utils.set_z3_leaf_module(model, True)
