@@ -19,21 +19,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 
-# ---- Two test processes (pytest-xdist: `-n 2 --dist loadgroup` in pyproject's addopts) ----
-# The suite is mostly Ray process start-up, during which a core often waits: two workers keep
-# both busy. Each file runs whole on one worker (its module fixtures are built once). The files
-# that start whole Ray clusters share one group, so no two of them overlap: on an attached
-# cluster, Train's placement-group cleaner finds "its" cluster through
-# /tmp/ray/ray_current_cluster, which names the newest `ray start` head on the machine.
-CLUSTER_FILES = {"test_cluster.py", "test_job_submit.py", "test_readme_cluster.py"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("clusters" if name in CLUSTER_FILES else name))
-
-
 # ---- BEGIN cluster job-submission fixtures (issue 9: cluster/, tests/test_job_submit.py) ----
 # A throwaway Ray head for tests that submit jobs the way a cluster user does (JobSubmissionClient
 # with the runtime env of cluster/runtime_env.yaml). It is a `ray start --head --block` child

@@ -95,14 +95,14 @@ def test_unwritable_storage_and_unreachable_endpoints_answer_in_seconds(tmp_path
     )
     line = one_error_line(capsys, code)
     assert "tracking.tracking_uri" in line and f"127.0.0.1:{port}" in line
-    assert time.monotonic() - started < 30  # retries would take minutes; room for a busy machine
+    assert time.monotonic() - started < 15
 
     started = time.monotonic()
     s3 = f"s3://bucket/sweeps?endpoint_override=127.0.0.1:{port}&scheme=http"
     code = main(["--storage", s3, "--tracking-uri", f"sqlite:///{tmp_path}/t.db", "--dry-run"])
     line = one_error_line(capsys, code)
     assert line.startswith("error: smoke: storage: s3://bucket/sweeps")
-    assert time.monotonic() - started < 30  # retries would take minutes; room for a busy machine
+    assert time.monotonic() - started < 15
     # An object store without a tracking server is caught before any connection.
     line = one_error_line(capsys, main(["--storage", "s3://bucket/x", "--dry-run"]))
     assert "tracking.tracking_uri" in line
