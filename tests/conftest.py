@@ -29,6 +29,15 @@ PYTHON = sys.executable
 import pytest  # noqa: E402
 
 
+def as_in_a_terminal() -> None:
+    """`preexec_fn` of a command the tests stop with Ctrl+C: SIGINT reaches it as in a terminal,
+    however pytest was started (a background job of a non-interactive shell, `pytest &` in a
+    script, hands its children SIGINT ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct free ports on 127.0.0.1: all sockets stay bound until every port is picked."""
     import socket

@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import free_ports
+from conftest import as_in_a_terminal, free_ports
 from mlflow import MlflowClient
 
 from orchestrator.sweep.tune import INTERRUPTED
@@ -161,6 +161,7 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
         logs = subprocess.Popen(
             ["bash", "-c", substitute(follow, tmp_path, space, ports)],
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=as_in_a_terminal,
         )  # fmt: skip
         seen = []
         deadline = time.monotonic() + 600

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from conftest import as_in_a_terminal
 from mlflow import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +173,12 @@ def test_ctrl_c_while_preparing_exits_130_and_closes_the_parent_run(tmp_path, ml
 
     cmd = frontier_command(write_space(tmp_path, "micro_c"), tmp_path / "store", mlflow_server.uri)
     sweep = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=as_in_a_terminal,
     )
     for line in sweep.stdout:
         if line.startswith("preparing the shared inputs"):  # Ray is up, Tune not yet
