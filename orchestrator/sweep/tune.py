@@ -262,8 +262,10 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     # controller lives) finds "its" cluster through /tmp/ray/ray_current_cluster, which names the
     # last `ray start` head on this machine, not this instance: a stale one costs a 40 s GCS
     # timeout per query and 12 s at the end of every Train run, a live one answers for another
-    # cluster (our controller "dead", its placement group removed). This instance has no API
-    # server: point the state API at a closed loopback port so that every query fails at once.
+    # cluster (our controller "dead", its placement group removed). This instance's own API
+    # server (dashboard.py without the UI modules) gets its port only inside `ray.init`: point
+    # the state API at a closed loopback port, so every query fails at once (the cleaner then
+    # keeps watching; a private instance ends with this process anyway).
     # Only the instance's processes (spawned now, with this environment) keep the setting: in
     # this process it would also override the address a job client is given.
     saved = os.environ.get("RAY_API_SERVER_ADDRESS")
