@@ -75,6 +75,21 @@ def test_default_reduction_is_the_reference_recipe():
     assert "bf16" not in config and config["torch_autocast"]["dtype"] == "bfloat16"
 
 
+def test_no_shared_memory_all_reduce_is_built_on_cpu():
+    """DeepSpeed's CPU backend would JIT-compile its inference-only shared-memory all-reduce
+    (C++, a CPU-minute) when it sets up communication; the engine switches it off."""
+    import deepspeed.comm.comm as ds_comm
+
+    model = nn.Linear(4, 2)
+    engine = initialize(
+        model, torch.optim.AdamW(model.parameters(), lr=1e-3), _spec("fp32"), compile_model=False
+    )
+    try:
+        assert ds_comm.cdb is not None and ds_comm.cdb.shm_comm_op is None
+    finally:
+        engine.destroy()
+
+
 @pytest.mark.parametrize("reduce", ["fp32", "bf16"])
 def test_grad_reduce_dtype_in_deepspeeds_resolved_config(reduce):
     """What DeepSpeed resolved from our config: the engine's reduction dtype and the dtype it

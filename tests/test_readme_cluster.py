@@ -202,7 +202,8 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
         new_in_repo = {p.name for p in REPO_ROOT.iterdir()} - repo_before
         assert not new_in_repo & set(STRAY_OUTPUTS), new_in_repo
         # The head's session holds the uploaded working dir: one of the sessions started since
-        # this test began (not necessarily the newest, with other tests running beside it).
+        # this test began (not necessarily the newest: any other Ray on the machine moves
+        # session_latest).
         uploads = [
             resources
             for session in set(RAY_TMP.glob("session_2*")) - sessions_before
