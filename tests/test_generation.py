@@ -151,6 +151,10 @@ def setup(tmp_path_factory):
 
 
 def run(setup, out_rel: str, **kwargs):
+    return scored(setup, out_rel, **kwargs).manifest
+
+
+def scored(setup, out_rel: str, **kwargs):
     cfg, storage, paths, stats = setup
     kwargs = {"cfg": cfg, **kwargs}
     return generate_samples(
@@ -219,6 +223,49 @@ def test_rerun_generates_only_the_missing_chunks(setup, one_and_two_workers):
     # A finished run is returned as recorded, without generating anything.
     again = run(setup, "partial", num_workers=1)
     assert again == manifest
+
+
+@pytest.fixture(scope="module")
+def proxy_evaluator(tmp_path_factory):
+    """A random-init proxy CNN saved as the evaluator stage would save a trained one."""
+    import json
+
+    from orchestrator.evaluation.evaluators import PROXY, EvaluatorSpec
+    from workloads.metrics.proxy import CONFIG_FILE, WEIGHTS_FILE, ProxyCNN
+
+    folder = tmp_path_factory.mktemp("proxy")
+    torch.manual_seed(1)
+    save_file(ProxyCNN(num_classes=10, width=8).state_dict(), folder / WEIGHTS_FILE)
+    config = {"arch_kwargs": {"num_classes": 10, "width": 8}, "val_accuracy": 0.0}
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    identity = {"name": "proxy-cnn", "version": "test", "weights_sha256": "0" * 64}
+    return EvaluatorSpec(PROXY, str(folder), identity)
+
+
+def test_generation_and_scoring_are_one_pass_equal_to_scoring_after(
+    setup, one_and_two_workers, proxy_evaluator
+):
+    """The actors that generate a chunk score it: the features equal the evaluator's on the
+    stored samples, in index order, for chunks generated now and chunks an earlier run left."""
+    _, storage, _, _ = setup
+    images, labels = load_samples(storage, "one")
+    expected = {**proxy_evaluator.build()(images), "label": labels}
+    # A finished set is scored without generating anything.
+    finished = scored(setup, "one", num_workers=2, evaluator=proxy_evaluator)
+    assert finished.manifest == one_and_two_workers[0]
+    # Half the chunks left by a killed run: those are read back and scored, the rest generated.
+    partial = storage.local_path("scored_partial")
+    (partial / CHUNKS).mkdir(parents=True)
+    shutil.copy2(storage.local_path("one") / PLAN, partial / PLAN)
+    for start in (0, 2 * CHUNK):
+        name = chunk_name(start)
+        shutil.copy2(storage.local_path("one") / CHUNKS / name, partial / CHUNKS / name)
+    resumed = scored(setup, "scored_partial", num_workers=1, evaluator=proxy_evaluator)
+    assert (resumed.manifest.chunks_generated, resumed.manifest.chunks_reused) == (2, 2)
+    for result in (finished, resumed):
+        assert set(result.features) == set(expected)
+        for name, values in expected.items():
+            assert np.array_equal(result.features[name], values), name
 
 
 def test_a_different_run_is_not_mixed_into_existing_samples(setup, one_and_two_workers):

@@ -12,10 +12,15 @@ keyed by the sample index and the batch composition does not depend on the worke
 samples are bit-identical for any number of workers (same device kind and thread count). A chunk
 is the unit of atomic write and of resume: a rerun generates only the chunks that are missing.
 
-Ray Data `map_batches` over the pending chunk descriptors on an `ActorPoolStrategy` pool is used
-rather than a `ray.util.ActorPool`, as in the latent cache: each actor loads the DiT and the
-tokenizer once, Ray Data restarts failed actors and retries their chunks, and the pool only
-reserves what the cluster has (one GPU per actor, or CPU actors).
+Given an evaluator, the same actors also score every chunk (the ones they generate, and the
+ones an earlier run left) with the evaluator network: generation and feature extraction are one
+pass over the samples, in one pool, instead of a second pool that would start, load its network
+and read every chunk back.
+
+Ray Data `map_batches` over chunk descriptors on an `ActorPoolStrategy` pool is used rather than
+a `ray.util.ActorPool`, as in the latent cache: each actor loads its networks once, Ray Data
+restarts failed actors and retries their chunks, and the pool only reserves what the cluster
+has (one GPU per actor, or CPU actors).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 from PIL import Image
 
 from orchestrator.config import ExperimentConfig, resolve
+from orchestrator.evaluation.evaluators import EvaluatorSpec
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
 from orchestrator.storage.store import Storage
 from orchestrator.sweep import budget, resources
@@ -77,6 +83,16 @@ class SampleManifest:
     @classmethod
     def from_dict(cls, data: dict) -> SampleManifest:
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class ScoredSamples:
+    """A finished sample set and, when an evaluator was given, its features in index order."""
+
+    manifest: SampleManifest
+    # Evaluator columns (`pool`/`logits`/`spatial` or `proxy`/`pred`) and `label`, one row per
+    # sample, sorted by sample index; None without an evaluator.
+    features: dict[str, np.ndarray] | None
 
 
 def _plan(
@@ -140,8 +156,10 @@ def generate_samples(
     latent_stats: dict,
     num_samples: int | None = None,
     num_workers: int | None = None,
-) -> SampleManifest:
-    """Generate (or finish generating) `num_samples` samples into `out_rel`; idempotent.
+    evaluator: EvaluatorSpec | None = None,
+) -> ScoredSamples:
+    """Generate (or finish generating) `num_samples` samples into `out_rel`; idempotent. With
+    an `evaluator`, also the evaluator's features of every sample (same pass, same actors).
 
     `generator_weights` is the exported EMA LightningDiT state dict and `tokenizer_weights` the
     exported AutoencoderKL inference state dict (safetensors, local path or URI);
@@ -156,31 +174,40 @@ def generate_samples(
     generator_tensors, generator_sha = read_weights(generator_weights)
     tokenizer_tensors, tokenizer_sha = read_weights(tokenizer_weights)
     plan = _plan(cfg, count, latent_stats, generator_sha, tokenizer_sha)
-    if storage.exists(out_rel, MANIFEST):
-        _check_same_plan(storage, out_rel, plan)
-        return SampleManifest.from_dict(storage.read_json(out_rel, MANIFEST))
     _check_same_plan(storage, out_rel, plan)
+    finished = storage.exists(out_rel, MANIFEST)
+    if finished and evaluator is None:
+        return ScoredSamples(SampleManifest.from_dict(storage.read_json(out_rel, MANIFEST)), None)
 
     size = cfg.evaluation.batch_size
     starts = list(range(0, count, size))
     existing = set(storage.listdir(out_rel, CHUNKS))
     for leftover in sorted(name for name in existing if ".tmp-" in name):
         storage.delete(out_rel, CHUNKS, leftover)  # a killed writer's partial file
-    pending = [
-        {"start": start, "stop": min(start + size, count)}
+    chunks = [
+        {"start": start, "stop": min(start + size, count), "written": chunk_name(start) in existing}
         for start in starts
-        if chunk_name(start) not in existing
     ]
+    pending = sum(not c["written"] for c in chunks)
     log.info(
-        "samples %s: %d in %d chunks, %d to generate",
+        "samples %s: %d in %d chunks, %d to generate%s",
         storage.uri_for(out_rel),
         count,
         len(starts),
-        len(pending),
+        pending,
+        ", every chunk scored" if evaluator is not None else "",
     )
-    if pending:
+    # Without scoring, only the missing chunks go to the pool; with it, every chunk does (a
+    # written one is read back and scored, its networks never loaded for it).
+    todo = chunks if evaluator is not None else [c for c in chunks if not c["written"]]
+    features = None
+    if todo:
         weights = {"generator": generator_tensors, "tokenizer": tokenizer_tensors}
-        _generate_pending(cfg, storage, out_rel, plan, pending, weights, num_workers)
+        features = _run_pool(cfg, storage, out_rel, plan, todo, weights, num_workers, evaluator)
+    if finished:
+        return ScoredSamples(
+            SampleManifest.from_dict(storage.read_json(out_rel, MANIFEST)), features
+        )
     missing = [s for s in starts if not storage.exists(out_rel, CHUNKS, chunk_name(s))]
     if missing:
         raise RuntimeError(f"chunks starting at {missing[:5]} were not written")
@@ -189,28 +216,31 @@ def generate_samples(
         plan=_json_round_trip(plan),
         chunks=[chunk_name(start) for start in starts],
         class_counts=torch.bincount(labels, minlength=cfg.dataset.num_classes).tolist(),
-        chunks_generated=len(pending),
-        chunks_reused=len(starts) - len(pending),
+        chunks_generated=pending,
+        chunks_reused=len(starts) - pending,
     )
     storage.write_json(manifest.to_dict(), out_rel, MANIFEST)
-    return manifest
+    return ScoredSamples(manifest, features)
 
 
-def _generate_pending(
+def _run_pool(
     cfg: ExperimentConfig,
     storage: Storage,
     out_rel: str,
     plan: dict,
-    pending: list[dict],
+    chunks: list[dict],
     weights: dict[str, dict[str, torch.Tensor]],
     num_workers: int | None,
-) -> None:
+    evaluator: EvaluatorSpec | None,
+) -> dict[str, np.ndarray] | None:
+    """Generate the unwritten `chunks` (and score all of them with `evaluator`) on an actor
+    pool; the features in sample-index order, or None without an evaluator."""
     # At most the trial's share of actors. The same thread count for every pool size: CPU
     # reductions may split by thread count.
     chosen = resources.pool(
-        cfg, "samples", num_workers or cfg.evaluation.num_workers, items=len(pending)
+        cfg, "samples", num_workers or cfg.evaluation.num_workers, items=len(chunks)
     )
-    written = ray.data.from_items(pending, override_num_blocks=len(pending)).map_batches(
+    written = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
         ChunkGenerator,
         batch_format="numpy",
         # One chunk per call: the chunk is the batch, the unit of atomic write and of resume.
@@ -228,24 +258,33 @@ def _generate_pending(
             "storage_uri": storage.uri,
             "out_rel": out_rel,
             "point": resources.point_id(cfg),
+            "evaluator": None if evaluator is None else dataclasses.asdict(evaluator),
         },
         **chosen.ray_args,
     )
-    started, computed = time.monotonic(), 0.0
-    for done, row in enumerate(written.iter_rows(), start=1):
-        computed += row["compute_s"]
-        log.info(
-            "samples: chunk %d written; %d/%d this run, %.1f s",
-            row["start"],
-            done,
-            len(pending),
-            time.monotonic() - started,
-        )
+    started, computed, rows = time.monotonic(), 0.0, 0
+    total = sum(c["stop"] - c["start"] for c in chunks)
+    columns: dict[str, list[np.ndarray]] = {}
+    for batch in written.iter_batches(batch_size=None, batch_format="numpy"):
+        computed += float(batch.pop("compute_s").sum())
+        rows += len(batch["index"])
+        if evaluator is not None:
+            for name, values in batch.items():
+                columns.setdefault(name, []).append(values)
+        log.info("samples: %d/%d done this run, %.1f s", rows, total, time.monotonic() - started)
     budget.record(computed * chosen.units)
+    if evaluator is None:
+        return None
+    data = {name: np.concatenate(parts) for name, parts in columns.items()}
+    # Actors finish chunks in any order; index order makes every metric that takes a prefix
+    # of the samples (precision/recall's first 10K) independent of scheduling.
+    order = np.argsort(data.pop("index"), kind="stable")
+    return {name: values[order] for name, values in data.items()}
 
 
 class ChunkGenerator:
-    """Ray Data actor: loads the DiT and the tokenizer once, then generates and writes chunks."""
+    """Ray Data actor: generates and writes chunks (loading the DiT and the tokenizer once, at
+    the first chunk it must generate) and, with an evaluator, scores every chunk it is given."""
 
     def __init__(
         self,
@@ -258,6 +297,7 @@ class ChunkGenerator:
         storage_uri: str,
         out_rel: str,
         point: str,
+        evaluator: dict | None,
     ):
         torch.set_num_threads(torch_threads)
         resources.record_placement("sample actor", point)
@@ -269,13 +309,9 @@ class ChunkGenerator:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cudnn.benchmark = False
-        generator = plan["generator"]
-        self.dit = LightningDiT_models[generator["model"]](**generator["kwargs"])
-        load_lightningdit_checkpoint(self.dit, ray.get(generator_ref))
-        self.dit.eval().to(self.device)
-        self.tokenizer = AutoencoderKL(**plan["tokenizer"]["arch"])
-        load_autoencoder_weights(self.tokenizer, ray.get(tokenizer_ref))
-        self.tokenizer.eval().to(self.device)
+        self.refs = {"generator": generator_ref, "tokenizer": tokenizer_ref}
+        self.models: tuple[torch.nn.Module, torch.nn.Module] | None = None
+        self.features = None if evaluator is None else EvaluatorSpec(**evaluator).build(device)
         self.storage = Storage.from_uri(storage_uri)
         self.out_rel = out_rel
         self.plan = plan
@@ -285,18 +321,45 @@ class ChunkGenerator:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         before = self.compute.seconds
-        for start, stop in zip(batch["start"].tolist(), batch["stop"].tolist()):
-            self.write_chunk(start, stop)
-        # Seconds inside sampling and decoding (writing is I/O): `sweep/budget.py`.
-        spent = self.compute.seconds - before
-        return {"start": batch["start"], "compute_s": budget.per_row(spent, len(batch["start"]))}
+        parts = []
+        for start, stop, written in zip(
+            batch["start"].tolist(), batch["stop"].tolist(), batch["written"].tolist()
+        ):
+            if written:
+                with np.load(
+                    io.BytesIO(self.storage.read_bytes(self.out_rel, CHUNKS, chunk_name(start)))
+                ) as f:
+                    images, labels = f["images"], f["labels"]
+            else:
+                images, labels = self.write_chunk(start, stop)
+            part = {"index": np.arange(start, stop, dtype=np.int64), "label": labels}
+            if self.features is not None:
+                with self.compute:
+                    part.update(self.features(images))
+            parts.append(part)
+        out = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        # Seconds inside sampling, decoding and scoring (reading and writing are I/O).
+        out["compute_s"] = budget.per_row(self.compute.seconds - before, len(out["index"]))
+        return out
 
-    def write_chunk(self, start: int, stop: int) -> None:
+    def networks(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The DiT and the tokenizer, loaded at the first chunk this actor generates."""
+        if self.models is None:
+            generator = self.plan["generator"]
+            dit = LightningDiT_models[generator["model"]](**generator["kwargs"])
+            load_lightningdit_checkpoint(dit, ray.get(self.refs["generator"]))
+            tokenizer = AutoencoderKL(**self.plan["tokenizer"]["arch"])
+            load_autoencoder_weights(tokenizer, ray.get(self.refs["tokenizer"]))
+            self.models = (dit.eval().to(self.device), tokenizer.eval().to(self.device))
+        return self.models
+
+    def write_chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         indices = list(range(start, stop))
+        dit, tokenizer = self.networks()
         with self.compute:
             images, labels = generate_chunk(
-                self.dit,
-                self.tokenizer,
+                dit,
+                tokenizer,
                 self.stats,
                 indices,
                 self.spec,
@@ -305,15 +368,12 @@ class ChunkGenerator:
                 label_policy=self.plan["label_policy"],
                 latent_shape=self.plan["latent_shape"],
             )
+        images, labels = images.numpy(), labels.numpy()
         buffer = io.BytesIO()
         # Uncompressed: decoded samples barely compress and 50K of them are read back whole.
-        np.savez(
-            buffer,
-            images=images.numpy(),
-            labels=labels.numpy(),
-            indices=np.asarray(indices, dtype=np.int64),
-        )
+        np.savez(buffer, images=images, labels=labels, indices=np.asarray(indices, dtype=np.int64))
         self.storage.write_bytes(buffer.getvalue(), self.out_rel, CHUNKS, chunk_name(start))
+        return images, labels
 
 
 # --------------------------------------------------------------------------------------------

@@ -102,15 +102,50 @@ class ReconstructionScorer:
 
             self.dinov2 = DINOv2Features(plan["fd_dinov2"]).to(self.device)
         self.seed = plan["seed"]
+        # Seconds computed before the first batch (the bank), reported with that batch.
+        self.carried = 0.0
         # iFID's training-latent bank (posterior means, sorted by image id), or None.
-        self.bank = ray.get(plan["bank"]) if plan.get("bank") is not None else None
+        self.bank = None if plan["bank"] is None else self.encode_bank(plan)
+
+    @torch.no_grad()
+    def encode_bank(self, plan: dict) -> np.ndarray:
+        """Posterior means of the bank's training images, in the driver's order (image id).
+
+        Encoded here, by every actor of the pool, rather than by a pool of its own before this
+        one: on a small run a second pool (processes, imports, weights) costs far more than the
+        bank, and on a GPU cluster K actors encode K banks (10K images each by default, seconds
+        per GPU) instead of waiting for another pool to start."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from orchestrator.data.images import load_image
+
+        locators = ray.get(plan["bank"])
+        pairs = list(zip(locators["path"], locators["row"]))
+        size = plan["batch_size"]
+
+        def decode(pair: tuple[str, int]) -> np.ndarray:
+            path, row = pair
+            # The reference evaluates its tokenizer on Resize + CenterCrop, as the scored images.
+            return load_image(path, row=row, view="resize_center", **plan["image"])
+
+        means = []
+        # Pillow releases the GIL: decoding on the actor's threads.
+        with ThreadPoolExecutor(max_workers=plan["threads"]) as pool:
+            for start in range(0, len(pairs), size):
+                images = np.stack(list(pool.map(decode, pairs[start : start + size])))
+                began = time.perf_counter()  # compute: the encoder, not the decoding
+                x = torch.from_numpy(images).to(self.device)
+                means.append(self.tokenizer.encode(x).mean.float().cpu().numpy())
+                self.carried += time.perf_counter() - began
+        return np.concatenate(means)
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from workloads.metrics.latent_proxies import spatial_self_similarity
         from workloads.metrics.reconstruction import lpips_distance, psnr, ssim
 
-        began = time.perf_counter()
+        began = time.perf_counter() - self.carried
+        self.carried = 0.0
         x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
         posterior = self.tokenizer.encode(x)
         rngs = [image_seed(self.seed, str(i)) for i in batch["image_id"]]
@@ -162,52 +197,24 @@ class ReconstructionScorer:
         return self.features(to_uint8_nhwc(decoded.float().cpu()))
 
 
-class LatentEncoder:
-    """Ray Data actor: posterior means of training images (iFID's latent bank)."""
-
-    def __init__(self, plan: dict):
-        from workloads.vavae import AutoencoderKL, load_autoencoder_weights
-
-        torch.set_num_threads(plan["threads"])
-        self.device = torch.device(plan["device"])
-        self.tokenizer = AutoencoderKL(**plan["autoencoder"])
-        load_autoencoder_weights(self.tokenizer, ray.get(plan["weights"]))
-        self.tokenizer.to(self.device).eval()
-
-    @torch.no_grad()
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        began = time.perf_counter()
-        x = torch.from_numpy(np.ascontiguousarray(batch["image"])).to(self.device)
-        mean = self.tokenizer.encode(x).mean.float().cpu().numpy()
-        compute = budget.per_row(time.perf_counter() - began, len(mean))
-        return {"mean": mean, "image_id": batch["image_id"], "compute_s": compute}
-
-
-def latent_bank(cfg: ExperimentConfig, ingested, plan: dict) -> np.ndarray:
-    """Posterior means of `evaluation.proxy_train_images` training images (all when the split
-    is smaller), a seeded sample across classes, sorted by image id: the bank's order never
-    depends on Ray's scheduling."""
-    from orchestrator.data import image_dataset
+def bank_locators(cfg: ExperimentConfig, ingested) -> dict[str, list]:
+    """Where iFID's latent bank images are: `evaluation.proxy_train_images` training images (all
+    when the split is smaller), a seeded sample across classes, ordered by image id, so the
+    bank's order never depends on Ray's scheduling."""
     from orchestrator.data.parquet_io import read_table
     from workloads.metrics.precision_recall import reference_rows
 
     ev = cfg.evaluation
-    split = cfg.dataset.train_split
-    total = read_table(ingested.index_paths[split], columns=["row"]).num_rows
-    # All of a split smaller than the sample asked for (the spec records the bank's size).
-    rows = np.sort(reference_rows(total, min(total, ev.proxy_train_images), ev.seed))
-    compute, ray_args, _, chosen = actor_pool(cfg)
-    encoded = image_dataset(ingested, cfg, split, rows=rows, view="resize_center").map_batches(
-        LatentEncoder,
-        fn_constructor_kwargs={"plan": plan},
-        batch_size=ev.batch_size,
-        compute=compute,
-        batch_format="numpy",
-        **ray_args,
+    index = read_table(
+        ingested.index_paths[cfg.dataset.train_split], columns=["path", "row", "image_id"]
     )
-    data = gather_columns(encoded, chosen.units)
-    order = np.argsort(data["image_id"], kind="stable")
-    return data["mean"][order]
+    # All of a split smaller than the sample asked for (the spec records the bank's size).
+    picked = index.take(
+        np.sort(reference_rows(len(index), min(len(index), ev.proxy_train_images), ev.seed))
+    )
+    order = np.argsort(np.asarray(picked["image_id"].to_pylist(), dtype=object), kind="stable")
+    picked = picked.take(order)
+    return {"path": picked["path"].to_pylist(), "row": picked["row"].to_pylist()}
 
 
 def latent_pixels(mean: torch.Tensor, rngs: list[np.random.Generator]) -> np.ndarray:
@@ -246,8 +253,13 @@ def evaluate_tokenizer(
         "lpips": lpips_metric_weights(cfg),
         "fd_dinov2": fd_dinov2_weights(cfg),
         "seed": ev.seed,
+        "batch_size": ev.batch_size,
+        "image": {
+            "resolution": cfg.dataset.resolution,
+            "max_pixels": cfg.dataset.max_image_pixels,
+        },
     }
-    bank = latent_bank(cfg, ingested, plan) if ev.proxy_train_images else None
+    bank = bank_locators(cfg, ingested) if ev.proxy_train_images else None
     plan["bank"] = None if bank is None else ray.put(bank)
     # The reference evaluates its tokenizer on Resize(256) + CenterCrop(256), not the ADM crop.
     dataset = image_dataset(
@@ -299,7 +311,7 @@ def evaluate_tokenizer(
         "spec": {
             "images": count,
             "proxies": {
-                "ifid_train_images": 0 if bank is None else len(bank),
+                "ifid_train_images": 0 if bank is None else len(bank["path"]),
                 "ifid": "SLERP(0.5) with a softmax(-MSE) draw among the 10 cosine-nearest "
                 "training latents, decoded; FD against the validation images (arXiv 2603.05630)",
                 "lnc": f"same-label fraction of the 10 cosine-nearest validation latents, over "
@@ -412,7 +424,8 @@ def save_png(storage: Storage, image, *parts: str) -> str:
 # Generator: samples -> FID, sFID, IS, precision/recall (or FD-proxy, class consistency)
 # --------------------------------------------------------------------------------------------
 class FeatureScorer:
-    """Ray Data actor: evaluator features of images (float CHW in [-1, 1]) or of sample chunks."""
+    """Ray Data actor: evaluator features of images (float CHW in [-1, 1]) or of stored image
+    chunks (an ADM reference batch)."""
 
     def __init__(self, plan: dict):
         torch.set_num_threads(plan["threads"])
@@ -583,7 +596,8 @@ def evaluate_generator(
     latent_stats: dict,
     evaluator: EvaluatorSpec,
 ) -> dict:
-    """Generate `evaluation.num_samples` samples (distributed, resumable) and score them."""
+    """Generate `evaluation.num_samples` samples (distributed, resumable) and score them in the
+    same pass."""
     from orchestrator.evaluation.generate import sample_grid
     from workloads.metrics.frechet import FeatureStats, frechet_distance
     from workloads.metrics.names import metric_name
@@ -594,16 +608,17 @@ def evaluate_generator(
     rel = Artifacts.generator_eval(stage_keys(cfg).generator_eval)
     if artifacts.is_done(rel):
         return artifacts.read_done(rel)
-    manifest = generate_samples(
+    samples = generate_samples(
         cfg,
         storage,
         f"{rel}/samples",
         generator_weights=generator_weights,
         tokenizer_weights=tokenizer_weights,
         latent_stats=latent_stats,
+        evaluator=evaluator,
     )
+    manifest, features = samples.manifest, samples.features
     reference = reference_statistics(cfg, storage, ingested, evaluator)
-    features = sample_features(cfg, storage, f"{rel}/samples", manifest, evaluator)
     count = len(features["label"])
     if evaluator.kind == INCEPTION:
         check_pr_reference(cfg, reference, count)
@@ -656,13 +671,6 @@ def check_pr_reference(cfg: ExperimentConfig, reference: Reference, count: int) 
     return pr_count
 
 
-def sample_features(
-    cfg: ExperimentConfig, storage: Storage, samples_rel: str, manifest, evaluator: EvaluatorSpec
-) -> dict[str, np.ndarray]:
-    chunks = [{"chunk": f"{samples_rel}/chunks/{name}"} for name in manifest.chunks]
-    return collect_features(ray.data.from_items(chunks), cfg, evaluator, storage, batch_size=1)
-
-
 def intermediate_rel(cfg: ExperimentConfig, step: int) -> str:
     return (
         f"{Artifacts.generator_eval(stage_keys(cfg).generator_eval)}/intermediate/step-{step:08d}"
@@ -701,7 +709,7 @@ def intermediate_generator_metric(
     rel = intermediate_rel(cfg, step)
     tensors = {name: value.detach().contiguous() for name, value in ema_state.items()}
     storage.write_bytes(save_safetensors(tensors), rel, EMA_WEIGHTS)
-    manifest = generate_samples(
+    features = generate_samples(
         cfg,
         storage,
         f"{rel}/samples",
@@ -709,9 +717,9 @@ def intermediate_generator_metric(
         tokenizer_weights=tokenizer_weights,
         latent_stats=latent_stats,
         num_samples=cfg.evaluation.intermediate_samples,
-    )
+        evaluator=evaluator,
+    ).features
     reference = reference_statistics(cfg, storage, ingested, evaluator)
-    features = sample_features(cfg, storage, f"{rel}/samples", manifest, evaluator)
     space = "pool" if evaluator.kind == INCEPTION else "proxy"
     generated = FeatureStats.from_features(features[space])
     metrics = {
