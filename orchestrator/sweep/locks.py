@@ -53,8 +53,10 @@ def create_lock_table():
 
 
 @contextlib.contextmanager
-def stage_lock(key: str, poll_seconds: float = 2.0):
-    """Hold `key` for the duration; a no-op outside a sweep (no lock table)."""
+def stage_lock(key: str, poll_seconds: float = 0.5):
+    """Hold `key` for the duration; a no-op outside a sweep (no lock table). A waiting trial
+    asks every `poll_seconds` (one small actor call): it starts on the stage's output at most
+    that long after the holder released it."""
     try:
         table = ray.get_actor(LOCKS_NAME, namespace=LOCKS_NAMESPACE)
     except (ValueError, RuntimeError):
