@@ -322,7 +322,7 @@ def test_micro_sweep_with_pretrained_tokenizer_and_generator(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-m", "orchestrator.frontier", "--space", str(space)]
-        + ["--storage", str(storage), "--set", "resources.max_concurrent_trials=1"],
+        + ["--storage", str(storage)],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
