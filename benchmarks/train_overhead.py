@@ -9,8 +9,9 @@
    runs before and after the trainer (their mean is the baseline). Both use one torch thread
    (Ray gives the 1-CPU worker OMP_NUM_THREADS=1), and the data fits one epoch. The trainer
    reports every `--warmup` steps: Train V2's controller takes a worker's report only once per
-   health check (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s) through a one-slot queue, so a loop
-   reporting more often than that blocks in `ray.train.report`; `log_every` must span > 2 s.
+   health check (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, which `fit_stage` sets to 0.5 s unless
+   given) through a one-slot queue, so a loop reporting more often than that blocks in
+   `ray.train.report`; `log_every` must span longer.
 2. Memory: 2 workers on CPU train `--memory-model` for a few steps under ZeRO 0/1/2/3; reported
    per worker (rank 0) as bytes the engine holds for parameters and for optimizer state (fp32
    masters + Adam moments), plus the worker's peak RSS.

@@ -119,7 +119,6 @@ def sim_cluster(tmp_path, monkeypatch):
 
     record = tmp_path / "record"
     monkeypatch.setenv(resources.SIMULATE_ENV, str(record))
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     cluster = Cluster(
         initialize_head=True,
@@ -218,7 +217,6 @@ def test_worker_node_lost_mid_generator_resumes_from_its_checkpoint(tmp_path, mo
     from mlflow import MlflowClient
     from ray.cluster_utils import Cluster
 
-    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}

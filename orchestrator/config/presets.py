@@ -147,7 +147,7 @@ def _cpu_training(
         compile=False,
         log_every=max(1, steps // 12),
         # Each checkpoint is a Ray Train report, which waits for the controller's next health
-        # check (0.5 s on the CLI's local instance, 2 s by default): a few per run on CPU.
+        # check (every 0.5 s, `train/driver.py`): a few per run on CPU.
         checkpoint_every=max(1, steps // 2),
     )
 

@@ -251,10 +251,6 @@ def init_ray(cfg_cpus_hint: int | None = None) -> None:
     # Logical CPUs are doubled because a nested Tune -> Train -> Ray Data stack deadlocks when
     # Train workers hold every CPU the Data read tasks need (environment notes, section 3).
     cores = os.cpu_count() or 2
-    # Train V2's controller takes reports and notices a finished run once per health check
-    # (2 s by default); a short CPU run pays that wait at every checkpoint and at every end.
-    # Workers of the local instance inherit this process's environment.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     # Nothing drains or preempts the nodes of a private local instance: no watcher actor (a
     # process polling every 5 s) beside every Train run.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")

@@ -9,6 +9,7 @@ there), and a run whose `DONE.json` exists is not started at all.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import ray
@@ -41,6 +42,15 @@ from orchestrator.train.rendezvous import LoopbackTorchConfig
 
 # Ray Train run directories, one per workload, under the storage root.
 RUN_ROOTS = {"tokenizer": "tokenizers", "generator": "generators"}
+
+# Train V2's controller takes a worker's report, and notices that a run ended, once per health
+# check (2 s by default) while the reporting worker waits: every `log_every` report and every
+# checkpoint cost a stage up to that long (17 s of a micro tokenizer's 20 under `ray job submit`,
+# 8 reports). Train hands this variable from the process that starts a run (the trial) to the
+# run's controller, so setting it here holds on a laptop and under a cluster job alike; a value
+# the user set wins. A poll is one small call per worker.
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+HEALTH_CHECK_INTERVAL_S = "0.5"
 
 
 @dataclass(frozen=True)
@@ -265,6 +275,7 @@ def fit_stage(
     datasets = stream.datasets(
         layout, resume_step(storage, workload, rel.split("/", 1)[1]), plan.total_steps
     )
+    os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S)
     options = DataConfig.default_ingest_options()
     # A rank's row order is what a resume reproduces: blocks are decoded in parallel but handed
     # to the rank in order.

@@ -266,8 +266,8 @@ def _run_stage(plan, workload, session, state, data, reporter, hooks, rank) -> b
             # Throughput measures training, not checkpoint writing.
             reporter.restart_clock(step)
         elif step % reporter.training.log_every == 0:
-            # A Ray Train report waits for the controller's next health check (2 s by default,
-            # 0.5 s on the CLI's local instance): `log_every` should span longer than that.
+            # A Ray Train report waits for the controller's next health check (every 0.5 s,
+            # `driver.HEALTH_CHECK_INTERVAL_S`): `log_every` should span longer than that.
             ray.train.report(reporter.metrics(step, state, terms, engine))
         if rank == 0 and step % reporter.training.log_every == 0 and plan.progress:
             progress.post(plan.progress, stage=plan.workload, step=step, total=plan.total_steps)
