@@ -232,7 +232,8 @@ def test_worker_node_lost_mid_generator_resumes_from_its_checkpoint(tmp_path, mo
                 "preset": "micro",
                 "base": {
                     "resources": {"generator_workers": 2, "cpus_per_worker": 1},
-                    "generator": {"training": {"steps": 24, "checkpoint_every": 4}},
+                    # Every step logged: the history shows which steps ran twice.
+                    "generator": {"training": {"steps": 24, "checkpoint_every": 4, "log_every": 1}},
                 },
                 "search": {"grid": {"tokenizer.vf.foundation": ["none"]}},
             }

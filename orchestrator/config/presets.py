@@ -112,13 +112,13 @@ def micro() -> ExperimentConfig:
             base.tokenizer,
             arch=replace(base.tokenizer.arch, embed_dim=4),
             loss=replace(base.tokenizer.loss, disc_start=4, disc_ndf=8),
-            training=_cpu_training(batch=16, steps=8),
+            training=_micro_training(batch=16),
         ),
         cache=replace(base.cache, rows_per_shard=64, batch_size=32),
         generator=replace(
             base.generator,
             model=GeneratorModelConfig(name="LightningDiT-Micro/1"),
-            training=_cpu_training(batch=16, steps=8, cls=GeneratorTrainingConfig),
+            training=_micro_training(batch=16, cls=GeneratorTrainingConfig),
         ),
         sampler=replace(base.sampler, num_steps=4),
         evaluation=replace(
@@ -150,6 +150,12 @@ def _cpu_training(
         # check (every 0.5 s, `train/driver.py`): a few per run on CPU.
         checkpoint_every=max(1, steps // 2),
     )
+
+
+def _micro_training(*, batch: int, cls: type[TrainingConfig] = TrainingConfig) -> TrainingConfig:
+    # 8 steps that report only at their two checkpoints (4 and 8): every report waits for a
+    # Train health check, and eight of them were a fifth of a micro stage.
+    return replace(_cpu_training(batch=batch, steps=8, cls=cls), log_every=4)
 
 
 def _cpu_resources() -> ResourcesConfig:
