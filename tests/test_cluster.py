@@ -219,7 +219,14 @@ def test_worker_node_lost_mid_generator_resumes_from_its_checkpoint(tmp_path, mo
 
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            # The GCS declares a silent node dead after 3 missed 1 s health checks instead of
+            # Ray's 5 x 3 s: the same failure path, 12 s less waiting for it.
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+        },
     )
     worker = cluster.add_node(num_cpus=4)
     cluster.wait_for_nodes()
