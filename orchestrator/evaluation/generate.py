@@ -39,6 +39,7 @@ from PIL import Image
 
 from orchestrator.config import ExperimentConfig, resolve
 from orchestrator.evaluation.evaluators import EvaluatorSpec
+from orchestrator.evaluation.pools import gather_columns
 from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
 from orchestrator.storage.store import Storage
 from orchestrator.sweep import budget, resources
@@ -262,20 +263,11 @@ def _run_pool(
         },
         **chosen.ray_args,
     )
-    started, computed, rows = time.monotonic(), 0.0, 0
-    total = sum(c["stop"] - c["start"] for c in chunks)
-    columns: dict[str, list[np.ndarray]] = {}
-    for batch in written.iter_batches(batch_size=None, batch_format="numpy"):
-        computed += float(batch.pop("compute_s").sum())
-        rows += len(batch["index"])
-        if evaluator is not None:
-            for name, values in batch.items():
-                columns.setdefault(name, []).append(values)
-        log.info("samples: %d/%d done this run, %.1f s", rows, total, time.monotonic() - started)
-    budget.record(computed * chosen.units)
+    started = time.monotonic()
+    data = gather_columns(written, chosen.units)
+    log.info("samples: %d chunks in %.1f s", len(chunks), time.monotonic() - started)
     if evaluator is None:
         return None
-    data = {name: np.concatenate(parts) for name, parts in columns.items()}
     # Actors finish chunks in any order; index order makes every metric that takes a prefix
     # of the samples (precision/recall's first 10K) independent of scheduling.
     order = np.argsort(data.pop("index"), kind="stable")
@@ -326,10 +318,8 @@ class ChunkGenerator:
             batch["start"].tolist(), batch["stop"].tolist(), batch["written"].tolist()
         ):
             if written:
-                with np.load(
-                    io.BytesIO(self.storage.read_bytes(self.out_rel, CHUNKS, chunk_name(start)))
-                ) as f:
-                    images, labels = f["images"], f["labels"]
+                chunk = read_chunk(self.storage, self.out_rel, chunk_name(start))
+                images, labels = chunk["images"], chunk["labels"]
             else:
                 images, labels = self.write_chunk(start, stop)
             part = {"index": np.arange(start, stop, dtype=np.int64), "label": labels}
@@ -379,6 +369,12 @@ class ChunkGenerator:
 # --------------------------------------------------------------------------------------------
 # Reading back
 # --------------------------------------------------------------------------------------------
+def read_chunk(storage: Storage, out_rel: str, name: str) -> dict[str, np.ndarray]:
+    """One stored chunk: `images` uint8 (B, H, W, 3), `labels` and `indices` int64 (B,)."""
+    with np.load(io.BytesIO(storage.read_bytes(out_rel, CHUNKS, name))) as chunk:
+        return {key: chunk[key] for key in chunk.files}
+
+
 def load_samples(storage: Storage, out_rel: str) -> tuple[np.ndarray, np.ndarray]:
     """All samples of a finished run in index order: (uint8 (N, H, W, 3), int64 labels (N,))."""
     if not storage.exists(out_rel, MANIFEST):
@@ -386,13 +382,13 @@ def load_samples(storage: Storage, out_rel: str) -> tuple[np.ndarray, np.ndarray
     manifest = SampleManifest.from_dict(storage.read_json(out_rel, MANIFEST))
     images, labels, expected_start = [], [], 0
     for name in manifest.chunks:
-        with np.load(io.BytesIO(storage.read_bytes(out_rel, CHUNKS, name))) as chunk:
-            indices = chunk["indices"]
-            if indices.tolist() != list(range(expected_start, expected_start + len(indices))):
-                raise ValueError(f"{name} does not continue the index range at {expected_start}")
-            images.append(chunk["images"])
-            labels.append(chunk["labels"])
-            expected_start += len(indices)
+        chunk = read_chunk(storage, out_rel, name)
+        indices = chunk["indices"]
+        if indices.tolist() != list(range(expected_start, expected_start + len(indices))):
+            raise ValueError(f"{name} does not continue the index range at {expected_start}")
+        images.append(chunk["images"])
+        labels.append(chunk["labels"])
+        expected_start += len(indices)
     if expected_start != manifest.num_samples:
         raise ValueError(
             f"chunks hold {expected_start} samples, manifest says {manifest.num_samples}"

@@ -20,8 +20,9 @@ import torch
 
 from orchestrator.config import ExperimentConfig, stage_keys
 from orchestrator.evaluation.evaluators import INCEPTION, EvaluatorSpec
-from orchestrator.evaluation.generate import generate_samples
+from orchestrator.evaluation.generate import generate_samples, read_chunk
 from orchestrator.evaluation.naming import fd_dinov2_enabled, reports_lpips
+from orchestrator.evaluation.pools import actor_pool, gather_columns
 from orchestrator.storage.artifacts import EMA_WEIGHTS, Artifacts
 from orchestrator.storage.models import autoencoder_kwargs, read_weights
 from orchestrator.storage.store import Storage
@@ -32,35 +33,6 @@ from orchestrator.sweep import budget, resources
 REFERENCE_FORMAT = "v2"
 GRID_IMAGES = 8
 GRID_SAMPLES = 64
-
-
-def actor_pool(
-    cfg: ExperimentConfig,
-) -> tuple[ray.data.ActorPoolStrategy, dict, dict, resources.Pool]:
-    """(pool strategy, per-actor Ray resources, actor plan, the pool) of an evaluation stage: at
-    most the trial's share of actors (`evaluation.num_workers`, default the whole share)."""
-    chosen = resources.pool(cfg, "evaluation", cfg.evaluation.num_workers)
-    actor = {"threads": chosen.threads, "device": chosen.device, "point": resources.point_id(cfg)}
-    return ray.data.ActorPoolStrategy(size=chosen.size), chosen.ray_args, actor, chosen
-
-
-def gather_columns(
-    scored: ray.data.Dataset, units: float, caps: dict[str, int] | None = None
-) -> dict[str, np.ndarray]:
-    """Every column of an actor pool's output, in order (a column named in `caps` stops growing
-    once it holds that many rows); its `compute_s` (seconds inside the actors' batches) goes to
-    the running point's budget as unit-seconds."""
-    caps = caps or {}
-    columns: dict[str, list[np.ndarray]] = {}
-    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        for name, values in batch.items():
-            if name in caps and sum(map(len, columns.get(name, []))) >= caps[name]:
-                continue
-            columns.setdefault(name, []).append(values)
-    data = {name: np.concatenate(parts) for name, parts in columns.items()}
-    if "compute_s" in data:
-        budget.record(float(data.pop("compute_s").sum()) * units)
-    return data
 
 
 def image_seed(seed: int, image_id: str) -> np.random.Generator:
@@ -736,9 +708,9 @@ def first_samples(
     """The first `count` samples (for the grid), without loading the whole sample set."""
     images, labels = [], []
     for name in manifest.chunks:
-        with np.load(io.BytesIO(storage.read_bytes(rel, "samples", "chunks", name))) as chunk:
-            images.append(chunk["images"])
-            labels.append(chunk["labels"])
+        chunk = read_chunk(storage, f"{rel}/samples", name)
+        images.append(chunk["images"])
+        labels.append(chunk["labels"])
         if sum(len(x) for x in images) >= count:
             break
     return np.concatenate(images)[:count], np.concatenate(labels)[:count]
