@@ -1,11 +1,12 @@
 """What a tokenizer family is: how one training step turns a batch of images into the
 (reconstruction, target) pair the shared VA-VAE objective scores.
 
-Every family here trains the LDM `AutoencoderKL` of `workloads.vavae` with the same objective
-(L1 + LPIPS + KL + adaptive GAN, optionally the VF loss); a family changes only the training
-*view*: what is encoded, which latent is decoded and which image the reconstruction is compared
-with. Inference (latent cache, evaluation) is the plain autoencoder for every family, so the
-stages downstream of tokenizer training need no family-specific code.
+Every family trains with the same objective (L1 + LPIPS + KL + adaptive GAN, optionally the VF
+loss); a family changes the training *view* (what is encoded, which latent is decoded and which
+image the reconstruction is compared with) and, where it has its own networks (RAE's frozen
+encoder and ViT decoder), the models it builds. Every stage builds a tokenizer only through
+`inference_model` / `training_model`, from the family's constructor keywords, so the stages
+downstream of tokenizer training need no family-specific code.
 """
 
 from __future__ import annotations
@@ -69,6 +70,38 @@ class TokenizerFamily:
     adaptive_gan = True
     # L1 + LPIPS as pixel means (REPA-E) instead of LDM's sum over pixels.
     mean_reconstruction = False
+    # A frozen, deterministic encoder (RAE): the latent cache stores its output only (no
+    # logvar), and generator workers may run it themselves (`cache.mode: on_the_fly`).
+    frozen_encoder = False
+
+    def inference_model(self, kwargs: dict) -> nn.Module:
+        """The inference tokenizer (random weights; stages then load an export strictly):
+        `encode(x)` -> posterior (`.mean`, `.sample`), `decode(z)`, `downsample_factor`."""
+        from workloads.vavae import AutoencoderKL
+
+        return AutoencoderKL(**kwargs)
+
+    def training_model(
+        self,
+        kwargs: dict,
+        *,
+        vf_feature_dim: int | None,
+        disc_ndf: int,
+        disc_layers: int,
+        encoder: nn.Module | None = None,
+    ) -> nn.Module:
+        """The trainable tokenizer (the objective's `model`): inference model + VF projection +
+        `loss.discriminator`. `encoder`: a built frozen encoder, for families that have one."""
+        from workloads.vavae import VAVAE
+
+        return VAVAE(
+            vf_feature_dim=vf_feature_dim, disc_ndf=disc_ndf, disc_layers=disc_layers, **kwargs
+        )
+
+    def last_layers(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder, decoder) last-layer weights where the adaptive VF and GAN weights compare
+        gradient norms."""
+        return module.encoder.conv_out.weight, module.decoder.conv_out.weight
 
     def build_extra(self, dit: nn.Module, feature_dim: int) -> nn.Module | None:
         """Training-only networks the family trains alongside the tokenizer (None: none). The

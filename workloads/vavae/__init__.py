@@ -12,7 +12,6 @@ from workloads.vavae.model import AutoencoderKL, Decoder, Encoder
 from workloads.vavae.objective import (
     DEFAULT_DISC_START,
     VAVAEObjective,
-    default_last_layers,
     disc_start_from_lightning_steps,
 )
 from workloads.vavae.posterior import DiagonalGaussian
@@ -41,7 +40,6 @@ __all__ = [
     "build_optimizers",
     "build_single_optimizer",
     "build_vavae",
-    "default_last_layers",
     "disc_start_from_lightning_steps",
     "hinge_d_loss",
     "load_autoencoder_weights",

@@ -12,7 +12,6 @@ as the reference's two optimizers stepped one after the other (see ``step.py``).
 """
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -37,12 +36,6 @@ DEFAULT_DISC_START = 2501
 def disc_start_from_lightning_steps(lightning_global_steps: int) -> int:
     """Convert a reference ``disc_start`` (Lightning global steps) to 0-based iterations."""
     return math.ceil(lightning_global_steps / 2)
-
-
-def default_last_layers(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """(encoder.conv_out.weight, decoder.conv_out.weight): where the adaptive VF and GAN weights
-    compare gradient norms. Replace this hook when a wrapper shards or renames parameters."""
-    return model.encoder.conv_out.weight, model.decoder.conv_out.weight
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -75,9 +68,6 @@ class VAVAEObjective:
         disc_weight: float = 0.5,
         disc_factor: float = 1.0,
         disc_start: int = DEFAULT_DISC_START,
-        last_layers: Callable[[nn.Module], tuple[torch.Tensor, torch.Tensor]] = (
-            default_last_layers
-        ),
         family: TokenizerFamily | None = None,
         decoder_only: bool = False,
     ):
@@ -99,7 +89,6 @@ class VAVAEObjective:
         self.disc_weight = disc_weight
         self.disc_factor = disc_factor
         self.disc_start = disc_start
-        self.last_layers = last_layers
         # The family decides what is encoded, decoded and compared (workloads/families); the
         # default is the plain VA-VAE step.
         self.family = family if family is not None else TokenizerFamily()
@@ -162,7 +151,7 @@ class VAVAEObjective:
         # The reconstruction is scored against the family's target (the image itself, or the
         # image under the same transform as the latent for EQ-VAE); so are D's real samples.
         x = view.target
-        encoder_last, decoder_last = self.last_layers(module)
+        encoder_last, decoder_last = self.family.last_layers(module)
         generator_total, terms = self.generator_loss(
             x,
             reconstruction,
