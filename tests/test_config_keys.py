@@ -23,12 +23,21 @@ import textwrap
 import typing
 from pathlib import Path
 
-from orchestrator.config.schema import ExperimentConfig, SweepConfig, TokenizerArchConfig
+from orchestrator.config.schema import (
+    ExperimentConfig,
+    SweepConfig,
+    TokenizerArchConfig,
+    ViTDecoderConfig,
+)
+from workloads.rae import ViTDecoder
 from workloads.vavae import AutoencoderKL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Handed over whole: section -> (its dataclass, the constructor that receives it as **kwargs).
-FORWARDED = {"tokenizer.arch": (TokenizerArchConfig, AutoencoderKL)}
+FORWARDED = {
+    "tokenizer.arch": (TokenizerArchConfig, AutoencoderKL),
+    "tokenizer.decoder": (ViTDecoderConfig, ViTDecoder),
+}
 
 
 def leaves(cls: type, prefix: str = "") -> list[str]:

@@ -30,7 +30,7 @@ from orchestrator.data import (
 )
 from orchestrator.data.encoder import encode_moments, stats_noise
 from orchestrator.data.images import load_images
-from orchestrator.data.shards import ChannelMoments, plan_shards
+from orchestrator.data.shards import ChannelMoments, moment_columns, plan_shards
 from orchestrator.storage.artifacts import Artifacts
 from orchestrator.storage.store import Storage
 from workloads.dit.latent_norm import LatentStats
@@ -226,6 +226,28 @@ def test_sampler_draws_from_the_chosen_moments_and_normalises():
     noisy = {**batch, "logvar": torch.zeros(64, 2, 2, 2)}
     z_plain, _ = LatentBatchSampler(stats, flip=False)(noisy, torch.Generator().manual_seed(1))
     assert 0.8 < stats.invert(z_plain).std() < 1.2  # unit std from logvar 0
+
+
+def test_a_deterministic_cache_samples_its_means_with_per_position_statistics():
+    # RAE's cache: means only (no logvar), statistics per (C, H, W) position.
+    latents = torch.randn(64, 2, 3, 3) * torch.arange(1, 19).view(1, 2, 3, 3) + 5.0
+    moments = ChannelMoments.of(latents[:40], per_position=True).merge(
+        ChannelMoments.of(latents[40:], per_position=True)
+    )
+    assert moments.mean.shape == (2, 3, 3) and moments.count == 64
+    np.testing.assert_allclose(moments.mean, latents.double().mean(0).numpy(), atol=1e-9)
+    np.testing.assert_allclose(moments.std(), latents.double().std(0).numpy(), atol=1e-9)
+    stats = LatentStats(moments.mean, moments.std())
+    assert stats.per_position and stats.num_channels == 2
+    batch = {"mean": latents, "mean_flip": latents.flip(-1), "label": torch.zeros(64)}
+    z, _ = LatentBatchSampler(stats, flip=False)(batch, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(stats.invert(z), latents)  # no noise: z is the mean
+    # Every position normalised on its own: mean 0 and std 1 over the batch, per position.
+    torch.testing.assert_close(z.mean(0), torch.zeros(2, 3, 3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2, 3, 3), atol=1e-5, rtol=0)
+    assert moment_columns(flip=True, deterministic=True) == ("mean", "mean_flip")
+    with pytest.raises(ValueError, match=r"expected latents \(N, 2x3x3\)"):
+        stats.apply(torch.zeros(1, 2, 4, 4))
 
 
 def test_sampler_reads_bfloat16_bit_patterns():

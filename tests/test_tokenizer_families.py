@@ -157,18 +157,54 @@ def test_config_checks_family_and_decoder_stage():
     assert [plan.overrides for plan in plans] == [{}, {"train": "decoder"}]
 
 
+def test_rae_config_checks():
+    from orchestrator.config import ConfigError
+    from orchestrator.config.space import build_config
+    from search_spaces import load_space
+
+    decoder = {"patch_size": 2, "width": 32, "depth": 1, "heads": 2, "mlp_dim": 64}
+    rae = {
+        "tokenizer.family": "rae",
+        "tokenizer.vf.foundation": "standin",
+        "tokenizer.arch.embed_dim": 96,
+        "tokenizer.decoder": decoder,
+    }
+    cfg = build_config(load_space("smoke"), rae)
+    assert cfg.tokenizer.downsample_factor == 2 and cfg.generator.model.in_channels == 96
+    refused = [
+        (
+            {**rae, "tokenizer.vf.proj_fix": True},
+            r"tokenizer\.vf\.proj_fix: asks the VF loss of rae",
+        ),
+        (
+            {**rae, "tokenizer.stages": [{"name": "a", "steps": 2, "vf_weight": 0.5}]},
+            r"tokenizer\.stages\[0\]\.vf_weight: asks the VF loss of rae, whose encoder is frozen",
+        ),
+        ({**rae, "tokenizer.vf.foundation": "none"}, r"tokenizer\.vf\.foundation: names rae's"),
+        ({**rae, "tokenizer.decoder": None}, r"tokenizer\.decoder: family rae needs its ViT"),
+        ({"tokenizer.decoder": decoder}, r"tokenizer\.decoder: is RAE's ViT decoder"),
+        (
+            {**rae, "tokenizer.init_from": "x.safetensors"},
+            r"tokenizer\.init_from: is not supported",
+        ),
+    ]
+    for overrides, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            build_config(load_space("smoke"), overrides)
+
+
 def test_init_from_with_other_latent_channels_is_refused(tmp_path):
     from safetensors.torch import save_file
 
     from orchestrator.config import ConfigError
     from orchestrator.config.space import build_config
-    from orchestrator.storage.models import build_autoencoder
+    from orchestrator.storage.models import tokenizer_spec
     from orchestrator.storage.pretrained import check_inputs
     from search_spaces import load_space
 
     cfg = build_config(load_space("smoke"), {"tokenizer.arch.embed_dim": 8})
     weights = tmp_path / "d8.safetensors"
-    save_file(build_autoencoder(cfg).state_dict(), str(weights))
+    save_file(tokenizer_spec(cfg).build().state_dict(), str(weights))
     other = build_config(
         load_space("smoke"), {"tokenizer.arch.embed_dim": 4, "tokenizer.init_from": str(weights)}
     )
@@ -186,9 +222,14 @@ def test_successors_space_plans_one_tokenizer_per_family_and_keeps_old_keys():
 
     points = expand(load_space("successors"))
     families = [p.config.tokenizer.family for p in points]
-    assert families == ["vavae", "vavae", "eqvae", "detok", "repae"]
+    assert families == ["vavae", "vavae", "eqvae", "detok", "repae", "rae"]
     assert len({p.keys.tokenizer for p in points}) == len(points)
     assert len({p.config.generator.model.name for p in points}) == 1  # one generator protocol
+    # RAE: DINOv2-B's 768x16x16 tokens, per-position statistics, the DDT head and its shift.
+    rae = points[-1].config
+    assert (rae.tokenizer.arch.embed_dim, rae.tokenizer.downsample_factor) == (768, 16)
+    assert rae.generator.model.in_channels == 768 and rae.generator.model.head is not None
+    assert rae.sampler.timestep_shift == pytest.approx((4096 / (768 * 16 * 16)) ** 0.5)
     # The default family adds nothing to a key: the LDM point is paper_table2's d32 baseline.
     table2 = {
         (p.config.tokenizer.arch.embed_dim, p.config.tokenizer.vf.foundation): p.keys.tokenizer

@@ -18,6 +18,8 @@ from workloads.vavae.checkpoint import read_state_dict_file
 HUB = "hub"
 RANDOM_INIT = "random_init"
 INPUT_NORMS = ("minus_one_one", "imagenet")
+# F.interpolate modes for resizing the input to the token grid: VA-VAE's bilinear, RAE's bicubic.
+RESIZE_MODES = ("bilinear", "bicubic")
 
 # ImageNet normalisation (timm.data's IMAGENET_DEFAULT_MEAN / _STD).
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -47,6 +49,9 @@ class FoundationModel(nn.Module):
     ``input_norm``: ``"minus_one_one"`` feeds the [-1, 1] image unchanged, reproducing the
     reference (the author calls the missing ImageNet normalisation "a small bug", upstream issue
     #78); ``"imagenet"`` maps [-1, 1] to ImageNet mean/std normalised input instead.
+    ``resize``: the interpolation that brings the image to ``grid * patch_size`` (``"bilinear"``,
+    VA-VAE's; ``"bicubic"``, RAE's). ``affine_norm=False`` drops the final LayerNorm's weight and
+    bias (RAE's encoder), so every patch token has zero mean and unit variance over channels.
     """
 
     def __init__(
@@ -55,10 +60,14 @@ class FoundationModel(nn.Module):
         weights: str = HUB,
         timm_kwargs: dict | None = None,
         input_norm: str = "minus_one_one",
+        resize: str = "bilinear",
+        affine_norm: bool = True,
     ):
         super().__init__()
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         local_file = weights not in (HUB, RANDOM_INIT)
         if local_file and not Path(weights).is_file():
             raise FileNotFoundError(f"foundation model weights file not found: {weights}")
@@ -76,7 +85,12 @@ class FoundationModel(nn.Module):
         )
         if local_file:
             self._load_local(Path(weights))
+        if not affine_norm:
+            # After loading, so pretrained files (which hold norm.weight/bias) still load strictly.
+            self._drop_norm_affine()
         self.input_norm = input_norm
+        self.resize = resize
+        self.affine_norm = affine_norm
         # Channels of the feature map: SAM's neck projects its tokens to `num_features`.
         self.embed_dim = self.model.num_features if self.spatial_output else self.model.embed_dim
         self.patch_size = tuple(self.model.patch_embed.patch_size)
@@ -112,8 +126,9 @@ class FoundationModel(nn.Module):
                 "dynamic_img_size=True"
             )
         if tuple(x.shape[-2:]) != size:
-            # Bilinear, align_corners=False, no antialias: the reference's 256 -> 224 resize.
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            # align_corners=False, no antialias: VA-VAE's bilinear 256 -> 224 resize, and RAE's
+            # bicubic one (bytetriper/RAE@a4d18c4 src/stage1/rae.py `encode`).
+            x = F.interpolate(x, size=size, mode=self.resize, align_corners=False)
         if self.input_norm == "imagenet":
             x = ((x + 1.0) / 2.0 - self.imagenet_mean) / self.imagenet_std
         x = x.to(self.model.patch_embed.proj.weight.dtype)
@@ -122,6 +137,19 @@ class FoundationModel(nn.Module):
         # forward_features applies the final norm; drop CLS (and any register) tokens.
         tokens = self.model.forward_features(x)[:, self.model.num_prefix_tokens :]
         return tokens.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+
+    def _drop_norm_affine(self) -> None:
+        """Replace the final LayerNorm by one without weight and bias, same eps (RAE's
+        `Dinov2withNorm(normalize=True)`, bytetriper/RAE@a4d18c4 src/stage1/encoders/dinov2.py)."""
+        norm = getattr(self.model, "norm", None)
+        if not isinstance(norm, nn.LayerNorm):
+            raise ValueError(
+                f"affine_norm=False needs a final LayerNorm `norm` on the patch tokens; "
+                f"{self.timm_name} has {type(norm).__name__}"
+            )
+        self.model.norm = nn.LayerNorm(
+            norm.normalized_shape, eps=norm.eps, elementwise_affine=False
+        )
 
     def _load_local(self, path: Path) -> None:
         state_dict = read_state_dict_file(path)
@@ -165,6 +193,8 @@ def build_foundation(
     weights: str,
     input_norm: str = "minus_one_one",
     timm_kwargs: dict | None = None,
+    resize: str = "bilinear",
+    affine_norm: bool = True,
 ) -> FoundationModel:
     """Build a preset (``"dinov2"``, ``"mae"``) or any timm ViT by name; ``timm_kwargs`` extend or
     override the preset's kwargs."""
@@ -174,4 +204,6 @@ def build_foundation(
         weights=weights,
         timm_kwargs={**preset_kwargs, **(timm_kwargs or {})},
         input_norm=input_norm,
+        resize=resize,
+        affine_norm=affine_norm,
     )

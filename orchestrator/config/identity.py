@@ -87,6 +87,8 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
     }
     if tok.family != "vavae":  # the default family keeps every existing key
         tokenizer_section["family"] = tok.family
+    if tok.decoder is not None:
+        tokenizer_section["decoder"] = to_dict(tok.decoder)
     if tok.init_from is not None:
         tokenizer_section["init_from"] = file_identity(tok.init_from)
     if tok.pretrained is not None:

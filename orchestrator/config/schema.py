@@ -99,6 +99,20 @@ class TokenizerArchConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ViTDecoderConfig:
+    """RAE's ViT decoder (family `rae`); the default is its ViT-XL (bytetriper/RAE@a4d18c4
+    configs/decoder/ViTXL/config.json: 28 layers, width 1152, 16 heads, MLP 4096, patch 16)."""
+
+    # Image pixels per latent cell: RAE reads 224 px (16 x 16 tokens of DINOv2's patch 14) and
+    # decodes 256 px, so the decoder's patch, not the encoder's, is the downsampling factor.
+    patch_size: int = 16
+    width: int = 1152
+    depth: int = 28
+    heads: int = 16
+    mlp_dim: int = 4096
+
+
+@dataclass(frozen=True, kw_only=True)
 class VFLossConfig:
     """Vision-foundation alignment (paper §3; reference `contperceptual.py`)."""
 
@@ -217,6 +231,16 @@ class TokenizerConfig:
     # The same kinds of file as the first stage's starting weights (the reference's
     # `init_weight`: fine-tuning on one's own data); training then runs as configured.
     init_from: str | None = None
+    # RAE's ViT decoder (family `rae` only; its encoder is the frozen `vf.foundation` and
+    # `arch.embed_dim` its width). Null for the convolutional VAE families, which use `arch`.
+    decoder: ViTDecoderConfig | None = None
+
+    @property
+    def downsample_factor(self) -> int:
+        """Image pixels per latent cell."""
+        if self.decoder is not None:
+            return self.decoder.patch_size
+        return self.arch.downsample_factor
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ MAX_FOUNDATION_RESIZE = 2.0
 
 
 def latent_grid(cfg: ExperimentConfig) -> int:
-    return cfg.dataset.resolution // cfg.tokenizer.arch.downsample_factor
+    return cfg.dataset.resolution // cfg.tokenizer.downsample_factor
 
 
 def dit_patch_size(model_name: str) -> int:
@@ -283,6 +283,9 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
         _check_length(stage.steps, stage.epochs, path)
         _check_margins(stage.cos_margin, stage.distmat_margin, stage.vf_weight, path)
         _positive(stage.disc_start, f"{path}.disc_start", allow_zero=True)
+    if tok.family == "rae":
+        # Its encoder is frozen pretrained weights held as buffers: nothing here applies.
+        return
     if any(stage.train == "decoder" for stage in tok.stages) and tok.training.zero_stage == 1:
         # DeepSpeed saves frozen parameters only when it partitions gradients (ZeRO >= 2; ZeRO 0
         # saves the whole module), so a ZeRO-1 checkpoint would lose the frozen encoder.
@@ -300,6 +303,15 @@ def _check_tokenizer(tok: TokenizerConfig) -> None:
 def _check_family(cfg: ExperimentConfig) -> None:
     """What a family needs of the rest of the config (tokenizer.family is known by now)."""
     tok = cfg.tokenizer
+    if (tok.family == "rae") != (tok.decoder is not None):
+        raise ConfigError(
+            "tokenizer.decoder",
+            "is RAE's ViT decoder: set it for family rae only"
+            if tok.family != "rae"
+            else "family rae needs its ViT decoder (e.g. {patch_size: 16, width: 1152, depth: 28})",
+        )
+    if tok.family == "rae":
+        _check_rae(tok)
     if tok.family != "repae":
         return
     if not tok.vf.enabled:
@@ -315,14 +327,40 @@ def _check_family(cfg: ExperimentConfig) -> None:
         raise ConfigError("tokenizer.stages", "repae trains the encoder end to end (no `decoder`)")
 
 
+def _check_rae(tok) -> None:
+    """RAE's encoder is the frozen foundation model `tokenizer.vf` names: nothing aligns it."""
+    if not tok.vf.enabled:
+        raise ConfigError(
+            "tokenizer.vf.foundation",
+            "names rae's frozen encoder (e.g. vit_base_patch14_reg4_dinov2.lvd142m): not `none`",
+        )
+    asked = [
+        f"tokenizer.stages[{i}].{key}"
+        for i, stage in enumerate(tok.stages)
+        for key in ("vf_weight", "cos_margin", "distmat_margin")
+        if getattr(stage, key) is not None
+    ]
+    if tok.vf.proj_fix:
+        asked.insert(0, "tokenizer.vf.proj_fix")
+    for key in ("pretrained", "init_from"):
+        if getattr(tok, key) is not None:
+            # Files from outside are read in the released VAE layouts (storage/pretrained.py).
+            raise ConfigError(f"tokenizer.{key}", "is not supported for rae yet (a VAE file)")
+    if asked:
+        raise ConfigError(
+            asked[0],
+            "asks the VF loss of rae, whose encoder is frozen and cannot be aligned "
+            "(tokenizer.vf names that encoder; the VF loss is an option of the VAE families)",
+        )
+
+
 def _check_grids(cfg: ExperimentConfig) -> None:
-    factor = cfg.tokenizer.arch.downsample_factor
+    factor = cfg.tokenizer.downsample_factor
     res = cfg.dataset.resolution
     if res % factor:
         raise ConfigError(
             "dataset.resolution",
-            f"{res} is not divisible by the tokenizer's downsampling factor {factor} "
-            f"(ch_mult has {len(cfg.tokenizer.arch.ch_mult)} levels)",
+            f"{res} is not divisible by the tokenizer's downsampling factor {factor}",
         )
     if not cfg.tokenizer.vf.enabled:
         return
@@ -350,7 +388,7 @@ def _check_generator(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "generator.model.input_size",
             f"{model.input_size} differs from the latent grid {grid} "
-            f"(resolution {cfg.dataset.resolution} / downsampling {cfg.tokenizer.arch.downsample_factor})",
+            f"(resolution {cfg.dataset.resolution} / downsampling {cfg.tokenizer.downsample_factor})",
         )
     patch = dit_patch_size(model.name)
     if grid % patch:

@@ -45,9 +45,10 @@ from orchestrator.data.shards import (
     shard_file_name,
 )
 from orchestrator.storage.artifacts import Artifacts
-from orchestrator.storage.models import autoencoder_kwargs, read_weights
+from orchestrator.storage.models import read_weights, tokenizer_spec
 from orchestrator.storage.store import Storage
 from orchestrator.sweep import budget, resources
+from workloads.families import get_family
 
 log = logging.getLogger("ldm_frontier.data")
 
@@ -155,7 +156,7 @@ def shard_encoder_kwargs(
 ) -> dict:
     """`ShardEncoder` arguments (all but the weights) for the cache of `cfg` at `cache_rel`."""
     return {
-        "arch": autoencoder_kwargs(cfg),
+        "tokenizer": tokenizer_spec(cfg),
         "device": device,
         "torch_threads": threads,
         "decode_threads": threads,
@@ -226,18 +227,25 @@ def _manifest(
     tokenizer_weights: str,
     tokenizer_identity: str,
 ) -> CacheManifest:
-    arch = cfg.tokenizer.arch
+    channels = cfg.tokenizer.arch.embed_dim
     grid = latent_grid(cfg)
-    moments = ChannelMoments.empty(arch.embed_dim)
+    family = get_family(cfg.tokenizer.family)
+    latent_shape = (channels, grid, grid)
+    moments = ChannelMoments.empty(latent_shape if family.position_stats else (channels,))
     for plan in plans:
         shard_uri = storage.uri_for(cache_rel, shard_file_name(plan.shard_id))
         moments = moments.merge(read_shard_moments(shard_uri))
     stats = {
         "mean": moments.mean.tolist(),
         "std": moments.std().tolist(),
-        "samples": moments.count // (grid * grid),
-        "source": "posterior samples mean + std * eps of unflipped images (seeded), "
-        "per channel over (N, H, W), unbiased std",
+        "samples": moments.count // (1 if family.position_stats else grid * grid),
+        "source": (
+            "latents of unflipped images"
+            if family.frozen_encoder
+            else "posterior samples mean + std * eps of unflipped images (seeded)"
+        )
+        + (", per position over N" if family.position_stats else ", per channel over (N, H, W)")
+        + ", unbiased std",
     }
     exported = Artifacts.tokenizer_latent_stats(stage_keys(cfg).tokenizer)
     if storage.exists(exported):
@@ -256,7 +264,7 @@ def _manifest(
             "identity": tokenizer_identity,
             "config_hash": stage_keys(cfg).tokenizer,
             "checkpoint_sha256": file_sha256(tokenizer_weights),
-            "arch": autoencoder_kwargs(cfg),
+            "arch": tokenizer_spec(cfg).kwargs,
         },
         dataset={
             "identity": ingested.dataset_identity,
@@ -265,14 +273,19 @@ def _manifest(
             "num_classes": ingested.num_classes,
         },
         resolution=cfg.dataset.resolution,
-        latent_shape=[arch.embed_dim, grid, grid],
+        latent_shape=list(latent_shape),
         dtype=cfg.cache.dtype,
         storage_dtype=STORAGE_DTYPES[cfg.cache.dtype],
         flip=cfg.cache.flip,
         count=sum(len(plan.rows) for plan in plans),
         rows_per_shard=cfg.cache.rows_per_shard,
         shards=[{"file": shard_file_name(plan.shard_id), "rows": len(plan.rows)} for plan in plans],
-        columns=["index", "image_id", "label", *moment_columns(cfg.cache.flip)],
+        columns=[
+            "index",
+            "image_id",
+            "label",
+            *moment_columns(cfg.cache.flip, family.frozen_encoder),
+        ],
         skipped={
             "by_reason": ingested.skipped,
             "total": sum(ingested.skipped.values()),

@@ -33,14 +33,15 @@ from orchestrator.data.shards import (
 )
 from orchestrator.storage.store import Storage
 from orchestrator.sweep import budget
-from workloads.vavae import AutoencoderKL, load_autoencoder_weights
+from workloads.families import TokenizerSpec, get_family
 
 
 @torch.inference_mode()
 def encode_moments(
-    model: AutoencoderKL, images: torch.Tensor, flip: bool
+    model: torch.nn.Module, images: torch.Tensor, flip: bool, deterministic: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Posterior mean and (clamped) logvar of `images`, and of their horizontal flips.
+    """Posterior mean and (clamped) logvar of `images`, and of their horizontal flips; the mean
+    alone for a deterministic encoder (RAE).
 
     Image and flip go through the encoder as one batch of 2B: one launch instead of two.
     """
@@ -50,10 +51,10 @@ def encode_moments(
     batch = torch.cat([images, torch.flip(images, dims=[-1])]) if flip else images
     posterior = model.encode(batch)
     count = images.shape[0]
-    moments = {"mean": posterior.mean[:count], "logvar": posterior.logvar[:count]}
+    names = ("mean",) if deterministic else ("mean", "logvar")
+    moments = {name: getattr(posterior, name)[:count] for name in names}
     if flip:
-        moments["mean_flip"] = posterior.mean[count:]
-        moments["logvar_flip"] = posterior.logvar[count:]
+        moments.update({f"{name}_flip": getattr(posterior, name)[count:] for name in names})
     return moments
 
 
@@ -74,7 +75,7 @@ class ShardEncoder:
         self,
         *,
         state_dict: dict[str, torch.Tensor],
-        arch: dict,
+        tokenizer: TokenizerSpec,
         device: str,
         torch_threads: int,
         decode_threads: int,
@@ -89,9 +90,11 @@ class ShardEncoder:
     ):
         torch.set_num_threads(torch_threads)
         self.device = torch.device(device)
-        self.model = AutoencoderKL(**arch)
-        load_autoencoder_weights(self.model, state_dict)
-        self.model.eval().to(self.device)
+        self.model = tokenizer.build(state_dict).to(self.device)
+        family = get_family(tokenizer.family)
+        # A frozen encoder is deterministic: its cache stores the mean alone.
+        self.deterministic = family.frozen_encoder
+        self.position_stats = family.position_stats
         self.storage = Storage.from_uri(storage_uri)
         self.cache_rel = cache_rel
         self.cache_dtype = cache_dtype
@@ -102,14 +105,14 @@ class ShardEncoder:
         self.max_pixels = max_pixels
         self.decoder_pool = ThreadPoolExecutor(max_workers=decode_threads)
         factor = self.model.downsample_factor
-        self.latent_shape = (arch["embed_dim"], resolution // factor, resolution // factor)
-        self.schema = shard_schema(self.latent_shape, cache_dtype, flip)
+        self.latent_shape = (self.model.embed_dim, resolution // factor, resolution // factor)
+        self.schema = shard_schema(self.latent_shape, cache_dtype, flip, self.deterministic)
         self.compute = budget.ComputeClock()
 
     def encode_shard(self, shard: dict) -> tuple[int, int]:
         """Decode, encode and write one shard (see `cache.shard_descriptors`); (id, rows)."""
         writer = ShardWriter(self.storage, self.cache_rel, shard["shard"], self.schema)
-        moments = ChannelMoments.empty(self.latent_shape[0])
+        moments = self._empty_moments()
         for start, images in self._decoded_batches(shard["path"], shard["row"]):
             stop = start + images.shape[0]
             with self.compute:
@@ -125,7 +128,10 @@ class ShardEncoder:
                 "label": pa.array(shard["label"][start:stop], pa.int64()),
             }
             columns.update(
-                {name: tensor_column(stored[name]) for name in moment_columns(self.flip)}
+                {
+                    name: tensor_column(stored[name])
+                    for name in moment_columns(self.flip, self.deterministic)
+                }
             )
             writer.write(pa.Table.from_pydict(columns, schema=self.schema))
         writer.commit(moments)
@@ -133,23 +139,32 @@ class ShardEncoder:
 
     def model_moments(self, images: np.ndarray) -> dict[str, torch.Tensor]:
         """`encode_moments` of a float32 (B, 3, R, R) batch on this encoder's device."""
-        return encode_moments(self.model, torch.from_numpy(images).to(self.device), self.flip)
+        return encode_moments(
+            self.model, torch.from_numpy(images).to(self.device), self.flip, self.deterministic
+        )
 
     def _stats_moments(
         self, stored: dict[str, np.ndarray], rows: list[int], selected: list[bool]
     ) -> ChannelMoments:
         # Statistics over posterior *samples* z = mean + std * eps of unflipped images, as the
-        # reference (`posterior.sample()` latents); computed from the stored precision, which
-        # is what training will read.
+        # reference (`posterior.sample()` latents), or over the latents themselves for a
+        # deterministic encoder; computed from the stored precision, which training will read.
         picks = [i for i, chosen in enumerate(selected) if chosen]
         if not picks:
-            return ChannelMoments.empty(self.latent_shape[0])
-        mean = from_storage(stored["mean"][picks], self.cache_dtype)
-        std = torch.exp(0.5 * from_storage(stored["logvar"][picks], self.cache_dtype))
-        noise = torch.stack(
-            [stats_noise(self.stats_seed, rows[i], self.latent_shape) for i in picks]
+            return self._empty_moments()
+        z = from_storage(stored["mean"][picks], self.cache_dtype)
+        if not self.deterministic:
+            std = torch.exp(0.5 * from_storage(stored["logvar"][picks], self.cache_dtype))
+            noise = torch.stack(
+                [stats_noise(self.stats_seed, rows[i], self.latent_shape) for i in picks]
+            )
+            z = z + std * noise
+        return ChannelMoments.of(z, self.position_stats)
+
+    def _empty_moments(self) -> ChannelMoments:
+        return ChannelMoments.empty(
+            self.latent_shape if self.position_stats else self.latent_shape[:1]
         )
-        return ChannelMoments.of(mean + std * noise)
 
     def _decoded_batches(
         self, paths: list[str], rows: list[int]

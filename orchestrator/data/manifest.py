@@ -63,6 +63,11 @@ class CacheManifest:
     cache_dir: str = field(default="", compare=False)
 
     @property
+    def deterministic(self) -> bool:
+        """Whether the cache holds a deterministic encoder's latents (RAE): means, no logvar."""
+        return "logvar" not in self.columns
+
+    @property
     def tokenizer_identity(self) -> str:
         return self.tokenizer["identity"]
 

@@ -84,6 +84,6 @@ def latent_stream(
     rows = LatentRows(
         shard_uris=tuple(manifest.shard_uris()),
         shard_rows=tuple(int(shard["rows"]) for shard in manifest.shards),
-        columns=("index", "label", *moment_columns(manifest.flip)),
+        columns=("index", "label", *moment_columns(manifest.flip, manifest.deterministic)),
     )
     return TrainStream(rows, seed)

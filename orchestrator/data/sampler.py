@@ -2,8 +2,9 @@
 
 The cache keeps the posterior (mean, logvar) of each image and of its flip rather than one
 frozen sample, so every epoch draws a fresh z = mean + std * eps, as training on the fly would
-(MAR, REPA and EDM2 cache moments for the same reason). The flip follows the reference:
-pick the pre-extracted flipped latents with p = 0.5.
+(MAR, REPA and EDM2 cache moments for the same reason). A deterministic encoder's cache (RAE)
+has means only: z is the mean. The flip follows the reference: pick the pre-extracted flipped
+latents with p = 0.5.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LatentBatchSampler:
         self, batch: dict[str, torch.Tensor], generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         mean = stored_to_float(batch["mean"])
-        logvar = stored_to_float(batch["logvar"])
+        logvar = stored_to_float(batch["logvar"]) if "logvar" in batch else None
         if self.flip:
             if "mean_flip" not in batch:
                 raise KeyError(
@@ -44,7 +45,10 @@ class LatentBatchSampler:
             use_flip = torch.rand(mean.shape[0], generator=generator, device=mean.device) < 0.5
             use_flip = use_flip.view(-1, 1, 1, 1)
             mean = torch.where(use_flip, stored_to_float(batch["mean_flip"]), mean)
-            logvar = torch.where(use_flip, stored_to_float(batch["logvar_flip"]), logvar)
+            if logvar is not None:
+                logvar = torch.where(use_flip, stored_to_float(batch["logvar_flip"]), logvar)
+        if logvar is None:
+            return self.stats.apply(mean), batch["label"].long()
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + torch.exp(0.5 * logvar) * noise
         return self.stats.apply(z), batch["label"].long()

@@ -7,8 +7,8 @@ index) makes every shard a mix of all classes; reading whole shards in shuffled 
 still gives class-mixed batches.
 
 Columns: `index` (row of the ingest index), `image_id`, `label`, and per moment (`mean`,
-`logvar`, and with flips `mean_flip`, `logvar_flip`) an Arrow-native `fixed_shape_tensor`
-of shape (C, h, w), which any Arrow reader can reshape. Arrow has no bfloat16: a bfloat16 cache
+`logvar`, and with flips `mean_flip`, `logvar_flip`; a deterministic encoder's cache has the
+means only) an Arrow-native `fixed_shape_tensor` of shape (C, h, w), which any Arrow reader can reshape. Arrow has no bfloat16: a bfloat16 cache
 stores the raw 16 bits as uint16 (the manifest says so; the reader views them back).
 
 Each shard is written row group by row group to a temporary name and renamed into place when
@@ -31,7 +31,6 @@ from orchestrator.data.parquet_io import read_schema_metadata
 from orchestrator.storage.store import Storage
 
 MOMENTS = ("mean", "logvar")
-FLIPPED_MOMENTS = ("mean_flip", "logvar_flip")
 STATS_KEY = "ldm_frontier.channel_moments"
 TEMPORARY_MARK = ".tmp-"
 # Arrow/NumPy storage of each cache dtype (bfloat16 travels as its bit pattern).
@@ -42,8 +41,11 @@ def shard_file_name(shard_id: int) -> str:
     return f"shard-{shard_id:05d}.parquet"
 
 
-def moment_columns(flip: bool) -> tuple[str, ...]:
-    return MOMENTS + FLIPPED_MOMENTS if flip else MOMENTS
+def moment_columns(flip: bool, deterministic: bool = False) -> tuple[str, ...]:
+    """The stored moments: a deterministic encoder (RAE's frozen ViT) has a mean and no logvar,
+    and storing a constant logvar would only double a cache that is large already."""
+    names = MOMENTS[:1] if deterministic else MOMENTS
+    return names + tuple(f"{name}_flip" for name in names) if flip else names
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,11 +85,13 @@ def plan_shards(
 # --------------------------------------------------------------------------------------------
 # Schema and columns
 # --------------------------------------------------------------------------------------------
-def shard_schema(latent_shape: tuple[int, ...], cache_dtype: str, flip: bool) -> pa.Schema:
+def shard_schema(
+    latent_shape: tuple[int, ...], cache_dtype: str, flip: bool, deterministic: bool = False
+) -> pa.Schema:
     value_type = pa.from_numpy_dtype(np.dtype(STORAGE_DTYPES[cache_dtype]))
     tensor_type = pa.fixed_shape_tensor(value_type, list(latent_shape))
     fields = [("index", pa.int64()), ("image_id", pa.string()), ("label", pa.int64())]
-    return pa.schema(fields + [(name, tensor_type) for name in moment_columns(flip)])
+    return pa.schema(fields + [(name, tensor_type) for name in moment_columns(flip, deterministic)])
 
 
 def to_storage(values: torch.Tensor, cache_dtype: str) -> np.ndarray:
@@ -110,23 +114,28 @@ def tensor_column(values: np.ndarray) -> pa.Array:
 
 
 # --------------------------------------------------------------------------------------------
-# Per-channel statistics, mergeable across shards
+# Per-channel (or per-position) statistics, mergeable across shards
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ChannelMoments:
-    """Count, mean and sum of squared deviations (M2) per channel, merged with Chan's update."""
+    """Count, mean and sum of squared deviations (M2) per channel, shape (C,), or per position,
+    shape (C, H, W), merged with Chan's update."""
 
     count: int
     mean: np.ndarray
     m2: np.ndarray
 
     @classmethod
-    def empty(cls, channels: int) -> ChannelMoments:
-        return cls(0, np.zeros(channels), np.zeros(channels))
+    def empty(cls, shape: tuple[int, ...]) -> ChannelMoments:
+        return cls(0, np.zeros(shape), np.zeros(shape))
 
     @classmethod
-    def of(cls, latents: torch.Tensor) -> ChannelMoments:
-        """Statistics over (N, H, W) of (N, C, H, W) latents."""
+    def of(cls, latents: torch.Tensor, per_position: bool = False) -> ChannelMoments:
+        """Statistics over (N, H, W) of (N, C, H, W) latents, or over N alone per position."""
+        if per_position:
+            values = latents.to(torch.float64).numpy()
+            mean = values.mean(axis=0)
+            return cls(values.shape[0], mean, ((values - mean) ** 2).sum(axis=0))
         flat = latents.to(torch.float64).transpose(0, 1).reshape(latents.shape[1], -1).numpy()
         mean = flat.mean(axis=1)
         return cls(flat.shape[1], mean, ((flat - mean[:, None]) ** 2).sum(axis=1))

@@ -40,13 +40,13 @@ from PIL import Image
 from orchestrator.config import ExperimentConfig, resolve
 from orchestrator.evaluation.evaluators import EvaluatorSpec
 from orchestrator.evaluation.pools import gather_columns
-from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs, read_weights
+from orchestrator.storage.models import generator_kwargs, read_weights, tokenizer_spec
 from orchestrator.storage.store import Storage
 from orchestrator.sweep import budget, resources
 from workloads.dit import LatentStats, LightningDiT_models, load_lightningdit_checkpoint
+from workloads.families import TokenizerSpec
 from workloads.generation import RNG_SCHEME, class_labels, generate_chunk
 from workloads.samplers import SamplerSpec
-from workloads.vavae import AutoencoderKL, load_autoencoder_weights
 
 log = logging.getLogger("ldm_frontier.generate")
 
@@ -121,7 +121,7 @@ def _plan(
             "kwargs": generator_kwargs(cfg),
             "sha256": generator_sha256,
         },
-        "tokenizer": {"arch": autoencoder_kwargs(cfg), "sha256": tokenizer_sha256},
+        "tokenizer": {**dataclasses.asdict(tokenizer_spec(cfg)), "sha256": tokenizer_sha256},
     }
 
 
@@ -163,7 +163,7 @@ def generate_samples(
     an `evaluator`, also the evaluator's features of every sample (same pass, same actors).
 
     `generator_weights` is the exported EMA LightningDiT state dict and `tokenizer_weights` the
-    exported AutoencoderKL inference state dict (safetensors, local path or URI);
+    exported tokenizer inference state dict (safetensors, local path or URI);
     `latent_stats` is `LatentStats.to_dict()` of the generator's training latents. Defaults:
     `evaluation.num_samples` samples on `evaluation.num_workers` actors (null: the trial's
     whole share, `resources.pool`).
@@ -338,9 +338,9 @@ class ChunkGenerator:
             generator = self.plan["generator"]
             dit = LightningDiT_models[generator["model"]](**generator["kwargs"])
             load_lightningdit_checkpoint(dit, ray.get(self.refs["generator"]))
-            tokenizer = AutoencoderKL(**self.plan["tokenizer"]["arch"])
-            load_autoencoder_weights(tokenizer, ray.get(self.refs["tokenizer"]))
-            self.models = (dit.eval().to(self.device), tokenizer.eval().to(self.device))
+            spec = TokenizerSpec(self.plan["tokenizer"]["family"], self.plan["tokenizer"]["kwargs"])
+            tokenizer = spec.build(ray.get(self.refs["tokenizer"]))
+            self.models = (dit.eval().to(self.device), tokenizer.to(self.device))
         return self.models
 
     def write_chunk(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from orchestrator.evaluation.generate import generate_samples, read_chunk
 from orchestrator.evaluation.naming import fd_dinov2_enabled, reports_lpips
 from orchestrator.evaluation.pools import actor_pool, gather_columns
 from orchestrator.storage.artifacts import EMA_WEIGHTS, Artifacts
-from orchestrator.storage.models import autoencoder_kwargs, read_weights
+from orchestrator.storage.models import read_weights, tokenizer_spec
 from orchestrator.storage.store import Storage
 from orchestrator.sweep import budget, resources
 
@@ -55,14 +55,12 @@ class ReconstructionScorer:
     """Ray Data actor: encode, sample the posterior, decode, score each image."""
 
     def __init__(self, plan: dict):
-        from workloads.vavae import LPIPS, AutoencoderKL, load_autoencoder_weights
+        from workloads.vavae import LPIPS
 
         torch.set_num_threads(plan["threads"])
         resources.record_placement("tokenizer eval actor", plan["point"])
         self.device = torch.device(plan["device"])
-        self.tokenizer = AutoencoderKL(**plan["autoencoder"])
-        load_autoencoder_weights(self.tokenizer, ray.get(plan["weights"]))
-        self.tokenizer.to(self.device).eval()
+        self.tokenizer = plan["tokenizer"].build(ray.get(plan["weights"])).to(self.device)
         self.features = EvaluatorSpec(**plan["evaluator"]).build(self.device)
         self.lpips = None
         if plan["lpips"]:
@@ -219,7 +217,7 @@ def evaluate_tokenizer(
     compute, ray_args, actor, chosen = actor_pool(cfg)
     plan = {
         **actor,
-        "autoencoder": autoencoder_kwargs(cfg),
+        "tokenizer": tokenizer_spec(cfg),
         "weights": ray.put(tensors),
         "evaluator": evaluator.__dict__,
         "lpips": lpips_metric_weights(cfg),
@@ -359,7 +357,6 @@ def reconstruction_grid(cfg, storage: Storage, rel: str, ingested, tensors) -> s
     from orchestrator.data.images import load_images
     from orchestrator.data.parquet_io import read_table
     from orchestrator.evaluation.generate import sample_grid
-    from workloads.vavae import AutoencoderKL, load_autoencoder_weights
 
     index = read_table(ingested.index_paths[cfg.dataset.val_split], columns=["path", "row"]).slice(
         0, GRID_IMAGES
@@ -371,8 +368,7 @@ def reconstruction_grid(cfg, storage: Storage, rel: str, ingested, tensors) -> s
         max_pixels=cfg.dataset.max_image_pixels,
         view="resize_center",
     )
-    model = AutoencoderKL(**autoencoder_kwargs(cfg))
-    load_autoencoder_weights(model, tensors)
+    model = tokenizer_spec(cfg).build(tensors)
     with torch.no_grad():
         x = torch.from_numpy(images)
         rec = model.decode(model.encode(x).mode())

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-from orchestrator.config import ExperimentConfig, to_dict
+from orchestrator.config import ExperimentConfig, latent_grid, to_dict
 from orchestrator.storage.store import open_input
+
+if TYPE_CHECKING:  # workloads imports torch: stage code imports it when it builds a model
+    from workloads.families import TokenizerSpec
 
 
 def autoencoder_kwargs(cfg: ExperimentConfig) -> dict:
@@ -15,6 +19,38 @@ def autoencoder_kwargs(cfg: ExperimentConfig) -> dict:
     resolutions of `attn_resolutions`), so it must be the resolution the tokenizer trained at.
     """
     return {**to_dict(cfg.tokenizer.arch), "resolution": cfg.dataset.resolution}
+
+
+def tokenizer_spec(cfg: ExperimentConfig) -> TokenizerSpec:
+    """The configured tokenizer as its family builds it (`TokenizerSpec.build`) in every stage.
+
+    A ViT decoder (RAE) sits on the frozen foundation model `tokenizer.vf` names, whose timm
+    architecture is known from the config alone (the stand-in's is the one it is trained with).
+    """
+    from workloads.families import TokenizerSpec
+
+    tok = cfg.tokenizer
+    if tok.decoder is None:
+        return TokenizerSpec(tok.family, autoencoder_kwargs(cfg))
+    from workloads.foundation import FOUNDATION_PRESETS
+    from workloads.standin import TIMM_NAME, standin_timm_kwargs
+
+    resolution = cfg.dataset.resolution
+    grid = latent_grid(cfg)
+    if tok.vf.foundation == "standin":
+        timm_name, timm_kwargs = TIMM_NAME, standin_timm_kwargs(resolution, resolution // grid)
+    else:
+        timm_name, timm_kwargs = FOUNDATION_PRESETS.get(tok.vf.foundation, (tok.vf.foundation, {}))
+    encoder = {"timm_name": timm_name, "timm_kwargs": timm_kwargs, "input_norm": tok.vf.input_norm}
+    return TokenizerSpec(
+        tok.family,
+        {
+            "encoder": encoder,
+            "grid": grid,
+            "decoder": to_dict(tok.decoder),
+            "embed_dim": tok.arch.embed_dim,
+        },
+    )
 
 
 def generator_kwargs(cfg: ExperimentConfig) -> dict:
@@ -40,16 +76,6 @@ def generator_kwargs(cfg: ExperimentConfig) -> dict:
         head = model.head
         kwargs["head"] = {"depth": head.depth, "width": head.width, "heads": head.heads}
     return kwargs
-
-
-def build_autoencoder(cfg: ExperimentConfig, weights: str | None = None):
-    """The tokenizer's `AutoencoderKL`, with exported inference weights loaded strictly if given."""
-    from workloads.vavae import AutoencoderKL, load_autoencoder_weights
-
-    model = AutoencoderKL(**autoencoder_kwargs(cfg))
-    if weights is not None:
-        load_autoencoder_weights(model, weights)
-    return model.eval()
 
 
 def build_generator(cfg: ExperimentConfig):

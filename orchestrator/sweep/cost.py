@@ -21,7 +21,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from orchestrator.config import ExperimentConfig, SweepPoint, latent_grid
+from orchestrator.config import ExperimentConfig, SweepPoint, latent_grid, to_dict
 from orchestrator.train.plan import epoch_steps, generator_stages, tokenizer_stages
 
 # ImageNet-1k's training split: the size a `folder`/`parquet`/`webdataset` config with 1000
@@ -121,6 +121,43 @@ def autoencoder_flops(arch: tuple, resolution: int) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=16)
+def vit_decoder_flops(kwargs: tuple) -> float:
+    """RAE's ViT decoder on one latent. `kwargs` = sorted `ViTDecoder` keywords."""
+    import torch
+
+    from workloads.rae import ViTDecoder
+
+    options = dict(kwargs)
+    grid = options["grid"]
+    return counted_flops(
+        lambda: ViTDecoder(**options),
+        lambda m: m(torch.zeros(1, options["latent_dim"], grid, grid)),
+    )
+
+
+def tokenizer_flops(cfg: ExperimentConfig) -> tuple[float, float]:
+    """(encoder, decoder) forward FLOPs of one image of the configured tokenizer; RAE's
+    encoder is its frozen foundation model."""
+    res = cfg.dataset.resolution
+    tok = cfg.tokenizer
+    if tok.decoder is not None:
+        decoder = {**to_dict(tok.decoder), "latent_dim": tok.arch.embed_dim}
+        decoder["grid"] = latent_grid(cfg)
+        return (
+            foundation_flops(tok.vf.foundation, res, latent_grid(cfg)),
+            vit_decoder_flops(tuple(sorted(decoder.items()))),
+        )
+    from orchestrator.storage.models import autoencoder_kwargs
+
+    arch = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in autoencoder_kwargs(cfg).items()
+        if k != "resolution"
+    }
+    return autoencoder_flops(tuple(sorted(arch.items())), res)
+
+
+@functools.lru_cache(maxsize=16)
 def discriminator_flops(in_channels: int, ndf: int, layers: int, resolution: int) -> float:
     import torch
 
@@ -171,6 +208,8 @@ def dit_flops(name: str, kwargs: tuple) -> float:
     from workloads.dit import LightningDiT_models
 
     options = dict(kwargs)
+    if options.get("head") is not None:  # DiT^DH: its head's keywords travel as sorted pairs
+        options["head"] = dict(options["head"])
 
     def build():
         model = LightningDiT_models[name](**options).eval()
@@ -214,6 +253,8 @@ def generator_forward(cfg: ExperimentConfig) -> float:
     kwargs = generator_kwargs(replace_classes(cfg))
     kwargs["input_size"] = kwargs["input_size"] or latent_grid(cfg)
     kwargs["in_channels"] = kwargs["in_channels"] or cfg.tokenizer.arch.embed_dim
+    if kwargs.get("head") is not None:  # hashable for the cache
+        kwargs["head"] = tuple(sorted(kwargs["head"].items()))
     return dit_flops(cfg.generator.model.name, tuple(sorted(kwargs.items())))
 
 
@@ -241,16 +282,8 @@ def point_costs(point: SweepPoint) -> list[StageCost]:
     """Every stage of one point with its FLOPs (pretrained weights cost nothing to train)."""
     cfg, keys = point.config, point.keys
     tok, gen, ev = cfg.tokenizer, cfg.generator, cfg.evaluation
-    res = cfg.dataset.resolution
     images, _ = train_images(cfg)
-    from orchestrator.storage.models import autoencoder_kwargs
-
-    arch = {
-        k: tuple(v) if isinstance(v, list) else v
-        for k, v in autoencoder_kwargs(cfg).items()
-        if k != "resolution"
-    }
-    enc, dec = autoencoder_flops(tuple(sorted(arch.items())), res)
+    enc, dec = tokenizer_flops(cfg)
     evaluator = evaluator_flops(cfg)
     costs = []
     if tok.pretrained is None:
@@ -301,11 +334,15 @@ def tokenizer_training(
     per_epoch = max(1, epoch_steps(images, tok.training, cfg.resources.tokenizer_workers))
     stages = tokenizer_stages(cfg, per_epoch)
     total = sum(s.steps for s in stages)
-    base = 3 * (enc + dec)
+    if tok.decoder is not None:
+        # RAE: the frozen encoder (the foundation model) runs forward only.
+        base = enc + 3 * dec
+    else:
+        base = 3 * (enc + dec)
+        if tok.vf.enabled:
+            base += foundation_flops(tok.vf.foundation, res, latent_grid(cfg))
     if tok.loss.perceptual_weight > 0:
         base += 2 * lpips_flops(res)
-    if tok.vf.enabled:
-        base += foundation_flops(tok.vf.foundation, res, latent_grid(cfg))
     # With the GAN on: the adversarial term (D forward, backward to its input) and D's own update
     # on a real and a fake image (forward + backward each).
     loss = tok.loss
@@ -318,6 +355,19 @@ def tokenizer_training(
     gan_steps = max(0, total - disc_start) if gan else 0
     flops = batch * (base * total + gan * gan_steps)
     return [StageCost("tokenizer", key, total, "step", flops / total)]
+
+
+def cache_bytes(cfg: ExperimentConfig) -> int:
+    """Bytes of the point's latent cache: every training image (and its flip) as a mean and a
+    logvar, or as the mean alone for a frozen encoder (RAE), in `cache.dtype`."""
+    from workloads.families import get_family
+
+    images, _ = train_images(cfg)
+    moments = 1 if get_family(cfg.tokenizer.family).frozen_encoder else 2
+    views = 2 if cfg.cache.flip else 1
+    item = 4 if cfg.cache.dtype == "float32" else 2
+    grid = latent_grid(cfg)
+    return images * views * moments * cfg.tokenizer.arch.embed_dim * grid * grid * item
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,9 +433,8 @@ def calibrate(cfg: ExperimentConfig, steps: int = 3) -> tuple[float, str]:
 
     import torch
 
-    from orchestrator.storage.models import autoencoder_kwargs, generator_kwargs
+    from orchestrator.storage.models import generator_kwargs, tokenizer_spec
     from workloads.dit import LightningDiT_models
-    from workloads.vavae import AutoencoderKL
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -399,22 +448,17 @@ def calibrate(cfg: ExperimentConfig, steps: int = 3) -> tuple[float, str]:
     kwargs["input_size"] = kwargs["input_size"] or grid
     kwargs["in_channels"] = kwargs["in_channels"] or cfg.tokenizer.arch.embed_dim
     dit = LightningDiT_models[cfg.generator.model.name](**kwargs).to(device)
-    autoencoder = AutoencoderKL(**autoencoder_kwargs(cfg)).to(device)
+    tokenizer = tokenizer_spec(cfg).build().train().to(device)
     images = torch.rand(batch, 3, res, res, device=device) * 2 - 1
     latents = torch.randn(batch, kwargs["in_channels"], grid, grid, device=device)
     t, y = torch.rand(batch, device=device), torch.zeros(batch, dtype=torch.long, device=device)
-    enc, dec = autoencoder_flops(
-        tuple(
-            sorted(
-                (k, tuple(v) if isinstance(v, list) else v)
-                for k, v in autoencoder_kwargs(cfg).items()
-                if k != "resolution"
-            )
-        ),
-        res,
-    )
+    enc, dec = tokenizer_flops(cfg)
+
+    def tokenizer_step():
+        tokenizer.decode(tokenizer.encode(images).sample()).square().mean().backward()
+
     work = [
-        (lambda: autoencoder(images)[0].square().mean().backward(), 3 * (enc + dec) * batch),
+        (tokenizer_step, 3 * (enc + dec) * batch),
         (lambda: dit(latents, t, y).square().mean().backward(), 3 * generator_forward(cfg) * batch),
     ]
     seconds = flops = 0.0

@@ -9,6 +9,7 @@ from orchestrator.evaluation.naming import generation_metric_label, reported_met
 from orchestrator.sweep.cost import (
     STAGES,
     SweepCost,
+    cache_bytes,
     fmt_flops,
     fmt_hours,
     train_images,
@@ -51,6 +52,13 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line, "  ".join("-" * w for w in widths), *body])
 
 
+def fmt_bytes(size: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size / 1e3:.3g} kB"
+
+
 def point_row(point: SweepPoint) -> list[str]:
     cfg, keys = point.config, point.keys
     tok = cfg.tokenizer
@@ -69,7 +77,7 @@ def point_row(point: SweepPoint) -> list[str]:
     )
     return [
         str(point.index),
-        f"{cfg.dataset.resolution}px f{tok.arch.downsample_factor}",
+        f"{cfg.dataset.resolution}px f{tok.downsample_factor}",
         f"{tok.arch.embed_dim}",
         *vf,
         tokenizer_length(cfg),
@@ -128,6 +136,16 @@ def format_plan(
             f"{len(gens)} generators, {len(points)} generator evaluations"
         )
         lines.append(table(HEADERS, [point_row(p) for p in points]))
+        sizes = {
+            p.keys.cache: cache_bytes(p.config)
+            for p in points
+            if p.config.generator.pretrained is None
+        }
+        if sizes:
+            lines.append(
+                "latent caches on storage: "
+                + ", ".join(f"{key[:8]} {fmt_bytes(size)}" for key, size in sizes.items())
+            )
         if sweep.search.points:
             lines += point_changes(points)
         lines.extend(metrics_lines(points))

@@ -39,7 +39,7 @@ from torch import nn
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.schema import VFLossConfig
 from orchestrator.storage.artifacts import LATENT_STATS_FILE
-from orchestrator.storage.models import autoencoder_kwargs, build_generator
+from orchestrator.storage.models import build_generator, tokenizer_spec
 from orchestrator.storage.store import local_copy
 from orchestrator.train.guard import SkippableAdam
 from orchestrator.train.plan import StagePlan
@@ -67,13 +67,15 @@ def build_lpips(files: list[str | None] | None) -> LPIPS | None:
 
 
 def build_foundation_model(
-    vf: VFLossConfig, resolution: int, grid: int, weights: str
+    vf: VFLossConfig, resolution: int, grid: int, weights: str, options: dict | None = None
 ) -> FoundationModel | None:
-    """The frozen VF-loss target network; `weights` is already resolved (no `auto`)."""
+    """The frozen foundation model `tokenizer.vf` names (the VF target, REPA-E's REPA target or
+    RAE's encoder, built with the family's `options`); `weights` is already resolved."""
     if not vf.enabled:
         return None
+    options = options or {}
     if vf.foundation != "standin":
-        return build_foundation(vf.foundation, weights=weights, input_norm=vf.input_norm)
+        return build_foundation(vf.foundation, weights=weights, input_norm=vf.input_norm, **options)
     if "://" in weights:  # stored on object storage: copy its directory (weights + sidecar) once
         folder, name = weights.rsplit("/", 1)
         weights = str(local_copy(folder) / name)
@@ -83,7 +85,7 @@ def build_foundation_model(
     else:
         timm_name, timm_kwargs = load_standin_spec(Path(weights))
     return FoundationModel(
-        timm_name, weights=weights, timm_kwargs=timm_kwargs, input_norm=vf.input_norm
+        timm_name, weights=weights, timm_kwargs=timm_kwargs, input_norm=vf.input_norm, **options
     )
 
 
@@ -126,25 +128,33 @@ class TokenizerWorkload:
         self.stages = stages
         self.device = device
         tok = cfg.tokenizer
-        grid = cfg.dataset.resolution // tok.arch.downsample_factor
+        grid = cfg.dataset.resolution // tok.downsample_factor
         self.lpips = build_lpips(inputs.get("lpips_weights"))
-        self.foundation = build_foundation_model(
-            tok.vf, cfg.dataset.resolution, grid, inputs.get("foundation_weights", RANDOM_INIT)
-        )
         self.family = get_family(tok.family)
+        self.foundation = build_foundation_model(
+            tok.vf,
+            cfg.dataset.resolution,
+            grid,
+            inputs.get("foundation_weights", RANDOM_INIT),
+            self.family.foundation_options,
+        )
         # The posterior sample z = mean + std * eps draws from this stream.
         self.posterior_rng = torch.Generator(device=device)
         self.generators = {"posterior": self.posterior_rng}
         self._objectives = [self._objective(stage) for stage in stages]
 
     # ------------------------------------------------------------------ model and objective
-    def new_vavae(self) -> VAVAE:
+    def new_vavae(self) -> nn.Module:
+        """The family's trainable tokenizer (a `VAVAE`, or RAE's decoder on its frozen encoder,
+        which is then the foundation model `tokenizer.vf` names)."""
         loss = self.cfg.tokenizer.loss
-        vavae = VAVAE(
-            vf_feature_dim=None if self.foundation is None else self.foundation.embed_dim,
+        frozen = self.family.frozen_encoder
+        vavae = self.family.training_model(
+            tokenizer_spec(self.cfg).kwargs,
+            vf_feature_dim=None if self.foundation is None or frozen else self.foundation.embed_dim,
             disc_ndf=loss.disc_ndf,
             disc_layers=loss.disc_num_layers,
-            **autoencoder_kwargs(self.cfg),
+            encoder=self.foundation if frozen else None,
         )
         if self.cfg.tokenizer.vf.proj_fix:
             vavae.fix_projection()

@@ -1,7 +1,7 @@
-"""Per-channel latent normalisation (reference `latents_stats.pt` + `latent_multiplier`).
+"""Latent normalisation (reference `latents_stats.pt` + `latent_multiplier`).
 
-Training sees z_in = (z - mean) / std * multiplier with statistics over (N, H, W) per channel;
-sampling inverts it before decoding. The release uses multiplier 1.0 (0.18215 is the SD-VAE/DiT
+Training sees z_in = (z - mean) / std * multiplier with statistics over (N, H, W) per channel,
+or over N per (C, H, W) position (RAE's `stat.pt`); sampling inverts it before decoding. The release uses multiplier 1.0 (0.18215 is the SD-VAE/DiT
 convention used with `latent_norm: false`). Forgetting one side of the pair wrecks FID.
 """
 
@@ -14,10 +14,13 @@ from typing import Any
 import torch
 
 
-def _per_channel(values: Any, name: str) -> torch.Tensor:
+def _statistic(values: Any, name: str) -> torch.Tensor:
+    """(C,) per channel or (C, H, W) per position; the reference's (1, C, 1, 1) is per channel."""
     tensor = torch.as_tensor(values, dtype=torch.float32).detach().cpu()
-    # The reference file stores (1, C, 1, 1); keep one value per channel.
-    tensor = tensor.reshape(-1)
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 3 or tensor.shape[1:] == (1, 1):
+        tensor = tensor.reshape(-1)
     if tensor.numel() == 0:
         raise ValueError(f"{name} is empty")
     return tensor
@@ -25,34 +28,39 @@ def _per_channel(values: Any, name: str) -> torch.Tensor:
 
 @dataclass
 class LatentStats:
-    """Per-channel `mean` and `std` of shape (C,) and the scalar `multiplier`."""
+    """`mean` and `std` of shape (C,) (per channel) or (C, H, W) (per position), and the
+    scalar `multiplier`."""
 
     mean: torch.Tensor
     std: torch.Tensor
     multiplier: float = 1.0
 
     def __post_init__(self) -> None:
-        self.mean = _per_channel(self.mean, "mean")
-        self.std = _per_channel(self.std, "std")
+        self.mean = _statistic(self.mean, "mean")
+        self.std = _statistic(self.std, "std")
         if self.mean.shape != self.std.shape:
             raise ValueError(
                 f"mean {tuple(self.mean.shape)} and std {tuple(self.std.shape)} differ"
             )
         if not bool((self.std > 0).all()):
-            raise ValueError("every channel std must be positive")
+            raise ValueError("every std must be positive")
         if self.multiplier <= 0:
             raise ValueError(f"multiplier must be positive, got {self.multiplier}")
 
     @property
     def num_channels(self) -> int:
-        return self.mean.numel()
+        return self.mean.shape[0]
+
+    @property
+    def per_position(self) -> bool:
+        return self.mean.ndim == 3
 
     def _broadcast(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if z.ndim != 4 or z.shape[1] != self.num_channels:
-            raise ValueError(
-                f"expected latents (N, {self.num_channels}, H, W), got {tuple(z.shape)}"
-            )
-        shape = (1, self.num_channels, 1, 1)
+        expected = tuple(self.mean.shape) if self.per_position else (self.num_channels,)
+        if z.ndim != 4 or tuple(z.shape[1 : 1 + len(expected)]) != expected:
+            where = "x".join(map(str, expected)) if self.per_position else f"{expected[0]}, H, W"
+            raise ValueError(f"expected latents (N, {where}), got {tuple(z.shape)}")
+        shape = (1, *self.mean.shape) if self.per_position else (1, self.num_channels, 1, 1)
         mean = self.mean.to(device=z.device, dtype=z.dtype).view(shape)
         std = self.std.to(device=z.device, dtype=z.dtype).view(shape)
         return mean, std

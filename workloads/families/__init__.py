@@ -5,14 +5,15 @@ authors' constants with their source at the line) and its entry in `FAMILIES`. T
 reads the family only through this registry, so no stage changes.
 """
 
-from workloads.families.base import TokenizerFamily, TrainingView
+from workloads.families.base import TokenizerFamily, TokenizerSpec, TrainingView
 from workloads.families.detok import FAMILY as DETOK
 from workloads.families.eqvae import FAMILY as EQVAE
+from workloads.families.rae import FAMILY as RAE
 from workloads.families.repae import FAMILY as REPAE
 from workloads.families.vavae import FAMILY as VAVAE
 
 FAMILIES: dict[str, TokenizerFamily] = {
-    family.name: family for family in (VAVAE, EQVAE, DETOK, REPAE)
+    family.name: family for family in (VAVAE, EQVAE, DETOK, REPAE, RAE)
 }
 
 
@@ -24,4 +25,4 @@ def get_family(name: str) -> TokenizerFamily:
         raise KeyError(f"unknown tokenizer family {name!r}; known: {sorted(FAMILIES)}") from None
 
 
-__all__ = ["FAMILIES", "TokenizerFamily", "TrainingView", "get_family"]
+__all__ = ["FAMILIES", "TokenizerFamily", "TokenizerSpec", "TrainingView", "get_family"]

@@ -11,6 +11,7 @@ downstream of tokenizer training need no family-specific code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,26 @@ class TrainingView:
     z_proj: torch.Tensor | None
     # The sampled latent, for families whose extra loss reads it (REPA-E).
     latent: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """What every stage needs to build the point's inference tokenizer: its family and the
+    family's constructor keywords (plain values, so stage plans ship it to Ray actors)."""
+
+    family: str
+    kwargs: dict
+
+    def build(self, weights: str | Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+        """The inference tokenizer in eval mode; exported weights (a file or a state dict) are
+        loaded strictly when given."""
+        from workloads.families import get_family
+        from workloads.vavae.checkpoint import load_autoencoder_weights
+
+        model = get_family(self.family).inference_model(self.kwargs)
+        if weights is not None:
+            load_autoencoder_weights(model, weights)
+        return model.eval()
 
 
 def uniform(
@@ -73,6 +94,12 @@ class TokenizerFamily:
     # A frozen, deterministic encoder (RAE): the latent cache stores its output only (no
     # logvar), and generator workers may run it themselves (`cache.mode: on_the_fly`).
     frozen_encoder = False
+    # Latent statistics per (C, H, W) position instead of per channel (RAE's `stat.pt`: a ViT's
+    # tokens differ by position, which a per-channel mean and std would blur).
+    position_stats = False
+    # `FoundationModel` options of the family's foundation model (RAE's encoder: bicubic input
+    # resize, final LayerNorm without affine).
+    foundation_options: dict = {}
 
     def inference_model(self, kwargs: dict) -> nn.Module:
         """The inference tokenizer (random weights; stages then load an export strictly):
