@@ -158,7 +158,7 @@ def test_config_checks_family_and_decoder_stage():
 
 
 def test_rae_config_checks():
-    from orchestrator.config import ConfigError
+    from orchestrator.config import ConfigError, stage_keys
     from orchestrator.config.space import build_config
     from search_spaces import load_space
 
@@ -171,6 +171,10 @@ def test_rae_config_checks():
     }
     cfg = build_config(load_space("smoke"), rae)
     assert cfg.tokenizer.downsample_factor == 2 and cfg.generator.model.in_channels == 96
+    # On the fly is a new cache (statistics only); cached keeps every existing key.
+    otf = build_config(load_space("smoke"), {**rae, "cache.mode": "on_the_fly"})
+    assert stage_keys(otf).cache != stage_keys(cfg).cache
+    assert stage_keys(otf).tokenizer == stage_keys(cfg).tokenizer
     refused = [
         (
             {**rae, "tokenizer.vf.proj_fix": True},
@@ -186,6 +190,11 @@ def test_rae_config_checks():
         (
             {**rae, "tokenizer.init_from": "x.safetensors"},
             r"tokenizer\.init_from: is not supported",
+        ),
+        (
+            {"tokenizer.family": "eqvae", "cache.mode": "on_the_fly"},
+            r"cache\.mode: on_the_fly runs the tokenizer's encoder in the generator's workers, "
+            r"but eqvae's encoder is trained, not frozen",
         ),
     ]
     for overrides, message in refused:

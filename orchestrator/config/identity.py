@@ -114,7 +114,16 @@ def stage_keys(cfg: ExperimentConfig) -> StageKeys:
     }
     tokenizer_eval = content_hash({"tokenizer": tokenizer, "eval": recon_eval})
     cache = content_hash(
-        {"tokenizer": tokenizer, "cache": _without(cfg.cache, "batch_size", "num_actors")}
+        {
+            "tokenizer": tokenizer,
+            # `mode` added later: left out at its default so existing caches keep their keys.
+            "cache": _without(
+                cfg.cache,
+                "batch_size",
+                "num_actors",
+                *(("mode",) if cfg.cache.mode == "cached" else ()),
+            ),
+        }
     )
     gen = cfg.generator
     generator_section = {

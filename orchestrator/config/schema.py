@@ -254,6 +254,11 @@ class LatentCacheConfig:
     stats_samples: int = 10_000
     rows_per_shard: int = 10_000
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # `on_the_fly` (a frozen encoder only, RAE): the generator's workers encode each batch of
+    # images themselves, as RAE's `train.py` does, and the cache holds only the `stats_samples`
+    # images the latent statistics come from (393 KB per image and view for RAE's DINOv2-B
+    # latent, about 1 TB for ImageNet-1k with flips, is what this avoids).
+    mode: Literal["cached", "on_the_fly"] = "cached"
     # Execution only (not part of the cache identity):
     batch_size: int = 64
     num_actors: int | None = None  # null = the trial's whole share (sweep/resources.py)

@@ -312,6 +312,15 @@ def _check_family(cfg: ExperimentConfig) -> None:
         )
     if tok.family == "rae":
         _check_rae(tok)
+    if cfg.cache.mode == "on_the_fly":
+        from workloads.families import get_family  # imports torch: only when asked
+
+        if not get_family(tok.family).frozen_encoder:
+            raise ConfigError(
+                "cache.mode",
+                f"on_the_fly runs the tokenizer's encoder in the generator's workers, but "
+                f"{tok.family}'s encoder is trained, not frozen (rae's is): use `cached`",
+            )
     if tok.family != "repae":
         return
     if not tok.vf.enabled:

@@ -63,10 +63,12 @@ def build_latent_cache(
     tokenizer_weights: str,
     tokenizer_identity: str,
 ) -> CacheManifest:
-    """Encode the training split with the exported tokenizer (idempotent and resumable).
+    """Encode the training split with the exported tokenizer (idempotent and resumable); with
+    `cache.mode: on_the_fly`, only the images the latent statistics are computed over (the
+    generator's workers encode the rest as they train).
 
-    `tokenizer_weights` is a `.safetensors` file of `AutoencoderKL` built from
-    `cfg.tokenizer.arch`; `tokenizer_identity` is recorded and checked by every reader (see
+    `tokenizer_weights` is the tokenizer's exported `.safetensors` (see `tokenizer_spec`);
+    `tokenizer_identity` is recorded and checked by every reader (see
     `manifest.tokenizer_identity`). Callers in a sweep hold the stage lock of the cache key.
     """
     cache_rel = Artifacts.cache(stage_keys(cfg).cache)
@@ -80,6 +82,8 @@ def build_latent_cache(
     plans = plan_shards(
         len(index), cfg.cache.rows_per_shard, seed=cfg.seed, stats_samples=cfg.cache.stats_samples
     )
+    if cfg.cache.mode == "on_the_fly":
+        plans = statistics_only(plans)
     _claim_for_tokenizer(storage, cache_rel, tokenizer_identity)
     removed = remove_temporaries(storage, cache_rel)
     existing = set(storage.listdir(cache_rel))
@@ -100,6 +104,16 @@ def build_latent_cache(
     storage.write_json(manifest.to_dict(), cache_rel, MANIFEST)
     artifacts.mark_done(cache_rel, {"count": manifest.count, "shards": len(manifest.shards)})
     return manifest
+
+
+def statistics_only(plans: list[ShardPlan]) -> list[ShardPlan]:
+    """The shards cut down to the rows the statistics are computed over (same ids, same rows
+    within each, so the statistics equal a full cache's); shards left empty are dropped."""
+    return [
+        ShardPlan(plan.shard_id, plan.rows[plan.stats_mask], plan.stats_mask[plan.stats_mask])
+        for plan in plans
+        if plan.stats_mask.any()
+    ]
 
 
 def _claim_for_tokenizer(storage: Storage, cache_rel: str, tokenizer_identity: str) -> None:

@@ -178,8 +178,14 @@ class ImageRows:
         return {"image": images, "label": labels[rows].astype(np.int64)}
 
 
-def image_stream(ingested: IngestResult, cfg: ExperimentConfig) -> TrainStream:
-    """The training split as the tokenizer's `TrainStream` (order from `cfg.seed`)."""
+def image_stream(
+    ingested: IngestResult,
+    cfg: ExperimentConfig,
+    crop: Literal["random", "center"] | None = None,
+) -> TrainStream:
+    """The training split as a `TrainStream` (order from `cfg.seed`): the tokenizer's, with
+    `dataset.train_crop`, or with `crop` (the generator's on-the-fly encoding: `center`, the
+    latent cache's view)."""
     split = cfg.dataset.train_split
     if ingested.counts.get(split, 0) == 0:
         raise ValueError(f"split {split!r} has no valid images")
@@ -188,6 +194,6 @@ def image_stream(ingested: IngestResult, cfg: ExperimentConfig) -> TrainStream:
         num_rows=ingested.counts[split],
         resolution=cfg.dataset.resolution,
         max_pixels=cfg.dataset.max_image_pixels,
-        train_crop=cfg.dataset.train_crop,
+        train_crop=crop or cfg.dataset.train_crop,
     )
     return TrainStream(rows, cfg.seed)

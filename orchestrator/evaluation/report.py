@@ -53,6 +53,8 @@ class FrontierSummary:
 
 
 def frontier_params(cfg: ExperimentConfig) -> dict[str, object]:
+    from workloads.families import get_family  # imports torch: only once results exist
+
     tok = cfg.tokenizer
     if tok.pretrained is not None:  # no VF setting shaped a tokenizer loaded from a file
         params: dict[str, object] = {
@@ -63,7 +65,9 @@ def frontier_params(cfg: ExperimentConfig) -> dict[str, object]:
         params = {"d": tok.arch.embed_dim, "vf": tok.vf.foundation}
     if cfg.generator.pretrained is not None:
         params["generator"] = Path(cfg.generator.pretrained).name
-    if tok.vf.enabled and tok.pretrained is None:  # margins and weight mean nothing without VF
+    # Margins and weight mean nothing without a VF loss (REPA-E's and RAE's `vf` names their
+    # foundation model, not a loss).
+    if tok.vf.enabled and tok.pretrained is None and get_family(tok.family).uses_vf_loss:
         params.update(m1=tok.vf.cos_margin, m2=tok.vf.distmat_margin, vf_weight=tok.vf.vf_weight)
     if tok.stages and tok.pretrained is None:
         params["stages"] = "/".join(s.name for s in tok.stages)

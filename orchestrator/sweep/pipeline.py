@@ -195,7 +195,7 @@ def run_point(
             stage("generator")
             # The first round's score, a generation proxy (correlated with the final metric).
             rounds: dict[str, float] = {}
-            train = dict(run_ref=ref, callbacks=callbacks, progress=name)
+            train = dict(run_ref=ref, callbacks=callbacks, progress=name, ingested=shared.ingested)
             with stage_lock(keys.generator):
                 if manifest is None:
                     # A generator from outside brings its latent statistics: no cache, no training.

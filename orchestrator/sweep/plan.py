@@ -64,17 +64,22 @@ def point_row(point: SweepPoint) -> list[str]:
     tok = cfg.tokenizer
     grid = latent_grid(cfg)
     gen = cfg.generator
+    from workloads.families import get_family  # imports torch: only once points exist
+
     # VF settings shape a trained tokenizer only; a pretrained generator needs no latent cache.
-    vf = (
-        ["-"] * 4
-        if tok.pretrained is not None
-        else [
+    # REPA-E's and RAE's `vf` names their foundation model (REPA target, frozen encoder) and
+    # runs no VF loss: no margins.
+    if tok.pretrained is not None:
+        vf = ["-"] * 4
+    elif not get_family(tok.family).uses_vf_loss:
+        vf = [tok.vf.foundation, "-", "-", "-"]
+    else:
+        vf = [
             tok.vf.foundation,
             f"{tok.vf.cos_margin:g}",
             f"{tok.vf.distmat_margin:g}",
             f"{tok.vf.vf_weight:g}",
         ]
-    )
     return [
         str(point.index),
         f"{cfg.dataset.resolution}px f{tok.downsample_factor}",

@@ -116,12 +116,14 @@ def train_generator(
     hooks: DebugHooks | None = None,
     progress: str | None = None,
     stop_after_step: int | None = None,
+    ingested=None,
 ) -> TrainResult:
     """Train (or resume, or skip when DONE) LightningDiT on a latent cache of this config.
 
     `cache_manifest` is the cache's `CacheManifest` (or its directory). `stop_after_step`
     trains only up to that step (a checkpoint, no export: `completed=False`); calling again
-    with a later step, or none, continues from there.
+    with a later step, or none, continues from there. With `cache.mode: on_the_fly` the cache
+    holds only the statistics' images: the workers encode the `ingested` training split.
     """
     done = finished_result(cfg, storage, "generator")
     if done is not None:
@@ -140,14 +142,27 @@ def train_generator(
     expected_tokenizer = tokenizer_identity(
         keys.tokenizer, storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer))
     )
-    stream = latent_stream(manifest, expected_tokenizer, cfg.seed)
     stats = manifest.latent_stats(cfg.generator.latent_multiplier, cfg.generator.latent_norm)
+    inputs = {"latent_stats": stats.to_dict()}
+    if cfg.cache.mode == "on_the_fly":
+        from orchestrator.data import image_stream
+        from orchestrator.data.manifest import check_tokenizer
+        from orchestrator.storage.models import tokenizer_spec
+
+        check_tokenizer(manifest, expected_tokenizer)
+        stream = image_stream(ingested, cfg, crop="center")
+        inputs["tokenizer"] = {
+            "spec": dataclasses.asdict(tokenizer_spec(cfg)),
+            "weights": storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer)),
+        }
+    else:
+        stream = latent_stream(manifest, expected_tokenizer, cfg.seed)
     return fit_stage(
         cfg,
         storage,
         "generator",
         stream,
-        inputs={"latent_stats": stats.to_dict()},
+        inputs=inputs,
         run_ref=run_ref,
         callbacks=callbacks,
         hooks=hooks,

@@ -1,4 +1,5 @@
-"""The LightningDiT workload: rectified flow on cached latent moments, AdamW, EMA.
+"""The LightningDiT workload: rectified flow on cached latent moments (or on images encoded in
+the step by a frozen tokenizer encoder, `cache.mode: on_the_fly`), AdamW, EMA.
 
 EMA placement: rank 0 only. Under ZeRO 0-2 every rank holds the full weights, so rank 0
 updates from its own parameters with no communication; under ZeRO-3 every rank takes part in
@@ -16,7 +17,7 @@ import torch
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.data.sampler import LatentBatchSampler
-from orchestrator.storage.models import build_generator
+from orchestrator.storage.models import build_generator, read_weights
 from orchestrator.train.engine import gathered_named_parameters
 from orchestrator.train.guard import SkippableAdamW
 from orchestrator.train.plan import StagePlan
@@ -29,6 +30,7 @@ from workloads.dit import (
     LightningDiT,
     RectifiedFlowObjective,
 )
+from workloads.families import TokenizerSpec
 
 EMA_EXTRA = "ema"
 
@@ -50,7 +52,15 @@ class GeneratorWorkload:
         self.rank = rank
         gen = cfg.generator
         stats = LatentStats.from_dict(inputs["latent_stats"])
-        self.sampler = LatentBatchSampler(stats, flip=cfg.cache.flip)
+        # On the fly: the frozen encoder (RAE's) turns each image batch into latents here, the
+        # flip coin drawn before encoding (one encode per image, not two).
+        on_the_fly = "tokenizer" in inputs
+        self.sampler = LatentBatchSampler(stats, flip=cfg.cache.flip and not on_the_fly)
+        self.encoder = None
+        if on_the_fly:
+            tokenizer = inputs["tokenizer"]
+            weights, _ = read_weights(tokenizer["weights"])
+            self.encoder = TokenizerSpec(**tokenizer["spec"]).build(weights).to(device)
         # Flip coins, posterior noise, flow noise and t all draw from this stream; label
         # dropout inside the model draws from the global torch stream (also checkpointed).
         self.noise_rng = torch.Generator(device=device)
@@ -118,10 +128,23 @@ class GeneratorWorkload:
         global_step: int,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         tensors = {key: torch.from_numpy(value).to(self.device) for key, value in batch.items()}
+        if self.encoder is not None:
+            tensors = self.encode(tensors)
         z, labels = self.sampler(tensors, self.noise_rng)
         terms = self.objective(global_step)(engine, z, labels, generator=self.noise_rng)
         loss = terms.pop("loss")
         return loss, terms
+
+    @torch.no_grad()
+    def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Images -> the latents a cache row would give the sampler: with `cache.flip`, each
+        image mirrored with p = 0.5 (the coin the sampler draws from a cache's two views)."""
+        images = batch.pop("image")
+        if self.cfg.cache.flip:
+            coin = torch.rand(images.shape[0], generator=self.noise_rng, device=images.device)
+            images = torch.where((coin < 0.5).view(-1, 1, 1, 1), images.flip(-1), images)
+        batch["mean"] = self.encoder.encode(images).mean
+        return batch
 
     # ------------------------------------------------------------------ EMA
     def start(self, engine) -> None:
