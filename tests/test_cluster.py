@@ -96,6 +96,21 @@ SIM_SPACE = {
     "name": "simcluster",
     "preset": "micro",
     "base": {
+        # Every tokenizer family runs end to end in one of the cluster tests; here RAE: the
+        # frozen stand-in encoder, a ViT decoder, a mean-only cache with per-position
+        # statistics, the DDT head with the dimension-dependent shift. (Encoding on the fly in
+        # 6 generator workers cost this test a minute: tests/test_generator_recipe.py checks
+        # the workers' encoding against the tokenizer's.)
+        "tokenizer": {
+            "family": "rae",
+            "vf": {"foundation": "standin"},
+            "arch": {"embed_dim": 96},
+            "decoder": {"patch_size": 2, "width": 32, "depth": 1, "heads": 2, "mlp_dim": 64},
+        },
+        "generator": {
+            "model": {"head": {"depth": 1, "width": 32, "heads": 2}},
+            "training": {"time_shift": "auto"},
+        },
         "resources": {
             "use_gpu": "yes",
             "tokenizer_workers": 1,
@@ -104,7 +119,7 @@ SIM_SPACE = {
             # The cap is above what the cluster holds: 4 GPUs / 2 per trial = 2 at once.
             "max_concurrent_trials": 4,
             "gpu_wait_s": 0,
-        }
+        },
     },
     # One tokenizer, latent cache and evaluation shared by three generators: two fit at once,
     # the third waits for a free pair of GPUs.
@@ -238,6 +253,10 @@ def test_worker_node_lost_mid_generator_resumes_from_its_checkpoint(tmp_path, mo
                 "name": "nodeloss",
                 "preset": "micro",
                 "base": {
+                    # Every tokenizer family runs end to end in one of the cluster tests; here
+                    # l-DeTok (noised latents, masked inputs; one stage: a second Train run
+                    # would cost this test 30 s).
+                    "tokenizer": {"family": "detok"},
                     "resources": {"generator_workers": 2, "cpus_per_worker": 1},
                     # Every step logged: the history shows which steps ran twice.
                     "generator": {"training": {"steps": 24, "checkpoint_every": 4, "log_every": 1}},

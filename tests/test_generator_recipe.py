@@ -78,3 +78,49 @@ def test_ddpm_objective_is_the_one_a_step_trains_with():
     assert set(terms) == {"mse", "vb"} and torch.isfinite(loss)
     loss.backward()
     assert model.final_layer.linear.weight.grad.abs().max() > 0
+
+
+def test_on_the_fly_encoding_is_the_frozen_encoders_latent_of_a_mirrored_or_plain_image(tmp_path):
+    """`cache.mode: on_the_fly` (RAE): each worker encodes its image batch with the exported
+    tokenizer; with `cache.flip` an image is mirrored with p 0.5, drawn from the noise stream
+    before encoding, as the sampler's coin picks a cache's flipped latent."""
+    from safetensors.torch import save_file
+
+    from orchestrator.storage.models import tokenizer_spec
+
+    decoder = {"patch_size": 2, "width": 32, "depth": 1, "heads": 2, "mlp_dim": 64}
+    cfg = build_config(
+        load_space("smoke"),
+        {
+            "tokenizer.family": "rae",
+            "tokenizer.vf.foundation": "standin",
+            "tokenizer.arch.embed_dim": 96,
+            "tokenizer.decoder": decoder,
+            "cache.mode": "on_the_fly",
+        },
+    )
+    spec = tokenizer_spec(cfg)
+    torch.manual_seed(0)
+    weights = tmp_path / "model.safetensors"
+    save_file(spec.build().state_dict(), str(weights))
+    stats = LatentStats(torch.zeros(96, 8, 8), torch.ones(96, 8, 8)).to_dict()
+    inputs = {
+        "latent_stats": stats,
+        "tokenizer": {
+            "spec": {"family": spec.family, "kwargs": spec.kwargs},
+            "weights": str(weights),
+        },
+    }
+    gen = GeneratorWorkload(cfg, (), inputs, torch.device("cpu"), rank=0)
+    images = torch.rand(16, 3, 16, 16) * 2 - 1
+    gen.noise_rng.manual_seed(3)
+    batch = gen.encode({"image": images.clone(), "label": torch.zeros(16)})
+    assert set(batch) == {"mean", "label"}
+    coin = torch.rand(16, generator=torch.Generator().manual_seed(3)) < 0.5
+    assert 0 < coin.sum() < 16
+    reference = spec.build(str(weights))
+    expected = reference.encode(torch.where(coin.view(-1, 1, 1, 1), images.flip(-1), images)).mean
+    torch.testing.assert_close(batch["mean"], expected)
+    # The sampler then uses the latent as is (no second coin, no posterior noise).
+    z, _ = gen.sampler({**batch, "label": torch.zeros(16, dtype=torch.long)}, gen.noise_rng)
+    torch.testing.assert_close(z, expected)

@@ -72,7 +72,12 @@ def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint, monkeypatch)
             {
                 "name": "s3sweep",
                 "preset": "micro",
-                "base": {"dataset": {"root": str(tmp_path / "images")}},
+                # Every tokenizer family runs end to end in one of the cluster tests; here
+                # REPA-E, its latent statistics exported next to the weights in the bucket.
+                "base": {
+                    "dataset": {"root": str(tmp_path / "images")},
+                    "tokenizer": {"family": "repae"},
+                },
                 "search": {"grid": {"tokenizer.vf.foundation": ["standin"]}},
             }
         )
@@ -117,6 +122,8 @@ def test_sweep_on_s3_interrupted_and_resumed(tmp_path, s3_endpoint, monkeypatch)
         )
     assert any(k.startswith("sweeps-root/sweeps/s3sweep/tune/") for k in stored)
     assert any(k.startswith("sweeps-root/models/standin-") for k in stored)
+    # REPA-E's latent BatchNorm statistics, exported beside its weights: the cache's statistics.
+    assert any(k.endswith("/export/latent_stats.safetensors") for k in stored)
     assert any(k.startswith("sweeps-root/models/proxy-") for k in stored)
     # MLflow's artifacts (config, grids, the frontier) sit in the same bucket.
     artifacts = [k for k in stored if k.startswith("sweeps-root/mlflow/artifacts/")]

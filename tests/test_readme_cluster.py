@@ -116,6 +116,8 @@ def test_readme_ray_job_commands_work_as_written(tmp_path):
             {
                 "name": name,
                 "preset": "micro",
+                # Every tokenizer family runs end to end in one of the cluster tests; here EQ-VAE.
+                "base": {"tokenizer": {"family": "eqvae"}},
                 "search": {"grid": {"tokenizer.vf.foundation": ["none"]}},
             }
         )

@@ -185,6 +185,11 @@ def test_rae_config_checks():
             r"tokenizer\.stages\[0\]\.vf_weight: asks the VF loss of rae, whose encoder is frozen",
         ),
         ({**rae, "tokenizer.vf.foundation": "none"}, r"tokenizer\.vf\.foundation: names rae's"),
+        (
+            {**rae, "tokenizer.vf.foundation": "vit_base_patch14_reg4_dinov2.lvd142m"},
+            r"tokenizer\.arch\.embed_dim: is 96, but rae's encoder vit_base_patch14_reg4_dinov2"
+            r"\.lvd142m gives 768-channel tokens",
+        ),
         ({**rae, "tokenizer.decoder": None}, r"tokenizer\.decoder: family rae needs its ViT"),
         ({"tokenizer.decoder": decoder}, r"tokenizer\.decoder: is RAE's ViT decoder"),
         (

@@ -25,6 +25,10 @@ from orchestrator.config.schema import (
 WEIGHT_KEYWORDS = frozenset({"auto", "hub", "random_init", "none"})
 # Patch sizes of the named foundation presets (timm: vit_large_patch14_dinov2.lvd142m, ...mae).
 FOUNDATION_PATCH = {"dinov2": 14, "mae": 16}
+# Token widths of timm ViT sizes (by the size word in the name), the presets (both ViT-L) and the
+# stand-in (`workloads.standin.standin_timm_kwargs`): what RAE's `arch.embed_dim` must equal.
+VIT_WIDTHS = {"tiny": 192, "small": 384, "base": 768, "large": 1024, "huge": 1280, "giant": 1536}
+FOUNDATION_WIDTH = {"dinov2": 1024, "mae": 1024, "standin": 96}
 # The foundation input is resized to grid * patch; beyond this factor the features stop
 # describing the image the tokenizer saw (e.g. a 16 px image blown up to 224 for a 16x16 grid).
 MAX_FOUNDATION_RESIZE = 2.0
@@ -337,11 +341,20 @@ def _check_family(cfg: ExperimentConfig) -> None:
 
 
 def _check_rae(tok) -> None:
-    """RAE's encoder is the frozen foundation model `tokenizer.vf` names: nothing aligns it."""
+    """RAE's encoder is the frozen foundation model `tokenizer.vf` names: nothing aligns it,
+    and its token width is the latent's channel count."""
     if not tok.vf.enabled:
         raise ConfigError(
             "tokenizer.vf.foundation",
             "names rae's frozen encoder (e.g. vit_base_patch14_reg4_dinov2.lvd142m): not `none`",
+        )
+    name = tok.vf.foundation
+    sizes = [width for word, width in VIT_WIDTHS.items() if f"_{word}_" in f"_{name}_"]
+    width = FOUNDATION_WIDTH.get(name, sizes[0] if len(sizes) == 1 else None)
+    if width is not None and tok.arch.embed_dim != width:
+        raise ConfigError(
+            "tokenizer.arch.embed_dim",
+            f"is {tok.arch.embed_dim}, but rae's encoder {name} gives {width}-channel tokens",
         )
     asked = [
         f"tokenizer.stages[{i}].{key}"
