@@ -188,22 +188,23 @@ class FoundationModel(nn.Module):
         self.model.load_state_dict(state_dict, strict=True)
 
 
+def foundation_timm(name_or_timm_name: str) -> tuple[str, dict[str, Any]]:
+    """(timm name, timm kwargs) of a preset (``"dinov2"``, ``"mae"``) or of any timm ViT name."""
+    return FOUNDATION_PRESETS.get(name_or_timm_name, (name_or_timm_name, {}))
+
+
 def build_foundation(
     name_or_timm_name: str,
     weights: str,
     input_norm: str = "minus_one_one",
     timm_kwargs: dict | None = None,
-    resize: str = "bilinear",
-    affine_norm: bool = True,
 ) -> FoundationModel:
     """Build a preset (``"dinov2"``, ``"mae"``) or any timm ViT by name; ``timm_kwargs`` extend or
     override the preset's kwargs."""
-    timm_name, preset_kwargs = FOUNDATION_PRESETS.get(name_or_timm_name, (name_or_timm_name, {}))
+    timm_name, preset_kwargs = foundation_timm(name_or_timm_name)
     return FoundationModel(
         timm_name,
         weights=weights,
         timm_kwargs={**preset_kwargs, **(timm_kwargs or {})},
         input_norm=input_norm,
-        resize=resize,
-        affine_norm=affine_norm,
     )

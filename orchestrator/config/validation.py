@@ -356,18 +356,17 @@ def _check_rae(tok) -> None:
             "tokenizer.arch.embed_dim",
             f"is {tok.arch.embed_dim}, but rae's encoder {name} gives {width}-channel tokens",
         )
-    asked = [
+    for key in ("pretrained", "init_from"):
+        if getattr(tok, key) is not None:
+            # Files from outside are read in the released VAE layouts (storage/pretrained.py).
+            raise ConfigError(f"tokenizer.{key}", "is not supported for rae yet (a VAE file)")
+    asked = ["tokenizer.vf.proj_fix"] if tok.vf.proj_fix else []
+    asked += [
         f"tokenizer.stages[{i}].{key}"
         for i, stage in enumerate(tok.stages)
         for key in ("vf_weight", "cos_margin", "distmat_margin")
         if getattr(stage, key) is not None
     ]
-    if tok.vf.proj_fix:
-        asked.insert(0, "tokenizer.vf.proj_fix")
-    for key in ("pretrained", "init_from"):
-        if getattr(tok, key) is not None:
-            # Files from outside are read in the released VAE layouts (storage/pretrained.py).
-            raise ConfigError(f"tokenizer.{key}", "is not supported for rae yet (a VAE file)")
     if asked:
         raise ConfigError(
             asked[0],

@@ -245,7 +245,7 @@ def _manifest(
     grid = latent_grid(cfg)
     family = get_family(cfg.tokenizer.family)
     latent_shape = (channels, grid, grid)
-    moments = ChannelMoments.empty(latent_shape if family.position_stats else (channels,))
+    moments = ChannelMoments.empty(latent_shape, family.position_stats)
     for plan in plans:
         shard_uri = storage.uri_for(cache_rel, shard_file_name(plan.shard_id))
         moments = moments.merge(read_shard_moments(shard_uri))

@@ -162,9 +162,7 @@ class ShardEncoder:
         return ChannelMoments.of(z, self.position_stats)
 
     def _empty_moments(self) -> ChannelMoments:
-        return ChannelMoments.empty(
-            self.latent_shape if self.position_stats else self.latent_shape[:1]
-        )
+        return ChannelMoments.empty(self.latent_shape, self.position_stats)
 
     def _decoded_batches(
         self, paths: list[str], rows: list[int]

@@ -126,7 +126,9 @@ class ChannelMoments:
     m2: np.ndarray
 
     @classmethod
-    def empty(cls, shape: tuple[int, ...]) -> ChannelMoments:
+    def empty(cls, latent_shape: tuple[int, int, int], per_position: bool) -> ChannelMoments:
+        """No samples yet, for (C, H, W) latents: one entry per channel, or per position."""
+        shape = latent_shape if per_position else latent_shape[:1]
         return cls(0, np.zeros(shape), np.zeros(shape))
 
     @classmethod

@@ -21,6 +21,19 @@ def autoencoder_kwargs(cfg: ExperimentConfig) -> dict:
     return {**to_dict(cfg.tokenizer.arch), "resolution": cfg.dataset.resolution}
 
 
+def foundation_architecture(name: str, resolution: int, grid: int) -> tuple[str, dict]:
+    """(timm name, timm kwargs) of the foundation model `tokenizer.vf.foundation` names: a preset
+    (`dinov2`, `mae`), any timm ViT, or the stand-in as it is trained for this grid (a trained
+    stand-in file carries the same in its sidecar)."""
+    if name == "standin":
+        from workloads.standin import TIMM_NAME, standin_timm_kwargs
+
+        return TIMM_NAME, standin_timm_kwargs(image_size=resolution, patch_size=resolution // grid)
+    from workloads.foundation import foundation_timm
+
+    return foundation_timm(name)
+
+
 def tokenizer_spec(cfg: ExperimentConfig) -> TokenizerSpec:
     """The configured tokenizer as its family builds it (`TokenizerSpec.build`) in every stage.
 
@@ -32,15 +45,10 @@ def tokenizer_spec(cfg: ExperimentConfig) -> TokenizerSpec:
     tok = cfg.tokenizer
     if tok.decoder is None:
         return TokenizerSpec(tok.family, autoencoder_kwargs(cfg))
-    from workloads.foundation import FOUNDATION_PRESETS
-    from workloads.standin import TIMM_NAME, standin_timm_kwargs
-
-    resolution = cfg.dataset.resolution
     grid = latent_grid(cfg)
-    if tok.vf.foundation == "standin":
-        timm_name, timm_kwargs = TIMM_NAME, standin_timm_kwargs(resolution, resolution // grid)
-    else:
-        timm_name, timm_kwargs = FOUNDATION_PRESETS.get(tok.vf.foundation, (tok.vf.foundation, {}))
+    timm_name, timm_kwargs = foundation_architecture(
+        tok.vf.foundation, cfg.dataset.resolution, grid
+    )
     encoder = {"timm_name": timm_name, "timm_kwargs": timm_kwargs, "input_norm": tok.vf.input_norm}
     return TokenizerSpec(
         tok.family,

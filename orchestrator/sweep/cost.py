@@ -186,17 +186,13 @@ def foundation_flops(foundation: str, resolution: int, grid: int) -> float:
     """The frozen VF target network on one image (resized to its grid, as in training)."""
     import torch
 
-    from workloads.foundation import RANDOM_INIT, FoundationModel, build_foundation
-    from workloads.standin import TIMM_NAME, standin_timm_kwargs
+    from orchestrator.storage.models import foundation_architecture
+    from workloads.foundation import RANDOM_INIT, FoundationModel
 
-    def build():
-        if foundation == "standin":
-            kwargs = standin_timm_kwargs(image_size=resolution, patch_size=resolution // grid)
-            return FoundationModel(TIMM_NAME, weights=RANDOM_INIT, timm_kwargs=kwargs)
-        return build_foundation(foundation, RANDOM_INIT)
-
+    timm_name, timm_kwargs = foundation_architecture(foundation, resolution, grid)
     return counted_flops(
-        build, lambda m: m(torch.zeros(1, 3, resolution, resolution), (grid, grid))
+        lambda: FoundationModel(timm_name, weights=RANDOM_INIT, timm_kwargs=timm_kwargs),
+        lambda m: m(torch.zeros(1, 3, resolution, resolution), (grid, grid)),
     )
 
 

@@ -39,16 +39,15 @@ from torch import nn
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.schema import VFLossConfig
 from orchestrator.storage.artifacts import LATENT_STATS_FILE
-from orchestrator.storage.models import build_generator, tokenizer_spec
+from orchestrator.storage.models import build_generator, foundation_architecture, tokenizer_spec
 from orchestrator.storage.store import local_copy
 from orchestrator.train.guard import SkippableAdam
 from orchestrator.train.plan import StagePlan
 from orchestrator.train.state import Extra
 from orchestrator.train.workload import ModelBundle, load_full_weights
 from workloads.families import get_family
-from workloads.foundation import FoundationModel, build_foundation
-from workloads.standin import TIMM_NAME as STANDIN_TIMM_NAME
-from workloads.standin import load_standin_spec, standin_timm_kwargs
+from workloads.foundation import FoundationModel
+from workloads.standin import load_standin_spec
 from workloads.vavae import LPIPS, VAVAE, VAVAEObjective
 
 RANDOM_INIT = "random_init"
@@ -73,19 +72,19 @@ def build_foundation_model(
     RAE's encoder, built with the family's `options`); `weights` is already resolved."""
     if not vf.enabled:
         return None
-    options = options or {}
-    if vf.foundation != "standin":
-        return build_foundation(vf.foundation, weights=weights, input_norm=vf.input_norm, **options)
-    if "://" in weights:  # stored on object storage: copy its directory (weights + sidecar) once
-        folder, name = weights.rsplit("/", 1)
-        weights = str(local_copy(folder) / name)
-    if weights == RANDOM_INIT:
-        timm_name = STANDIN_TIMM_NAME
-        timm_kwargs = standin_timm_kwargs(image_size=resolution, patch_size=resolution // grid)
-    else:
+    timm_name, timm_kwargs = foundation_architecture(vf.foundation, resolution, grid)
+    if vf.foundation == "standin" and weights != RANDOM_INIT:
+        if "://" in weights:  # on object storage: copy its directory (weights + sidecar) once
+            folder, name = weights.rsplit("/", 1)
+            weights = str(local_copy(folder) / name)
+        # A trained stand-in: the architecture its sidecar records.
         timm_name, timm_kwargs = load_standin_spec(Path(weights))
     return FoundationModel(
-        timm_name, weights=weights, timm_kwargs=timm_kwargs, input_norm=vf.input_norm, **options
+        timm_name,
+        weights=weights,
+        timm_kwargs=timm_kwargs,
+        input_norm=vf.input_norm,
+        **(options or {}),
     )
 
 

@@ -37,9 +37,9 @@ class RAEFamily(TokenizerFamily):
     @property
     def foundation_options(self) -> dict:
         """The foundation model `tokenizer.vf` names is the encoder, built as `RAE` builds it."""
-        from workloads.rae.model import ENCODER_RESIZE  # lazily: workloads.rae imports us back
+        from workloads.rae.model import ENCODER_OPTIONS  # lazily: workloads.rae imports us back
 
-        return {"resize": ENCODER_RESIZE, "affine_norm": False}
+        return dict(ENCODER_OPTIONS)
 
     def inference_model(self, kwargs: dict) -> nn.Module:
         from workloads.rae import RAE  # lazily, as the base family's AutoencoderKL

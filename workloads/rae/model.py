@@ -16,23 +16,22 @@ trained on.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
 from workloads.foundation import RANDOM_INIT, FoundationModel
 from workloads.rae.decoder import ViTDecoder
-from workloads.vavae.checkpoint import load_owned_state_dict, read_state_dict_file
 from workloads.vavae.discriminator import NLayerDiscriminator
 from workloads.vavae.inputs import validate_images
 from workloads.vavae.training_model import LossParameters
 
 INFERENCE_PREFIXES = ("encoder.", "decoder.")
-TRAINING_PREFIXES = INFERENCE_PREFIXES + ("loss.discriminator.", "loss.logvar")
-# rae.py `encode`: F.interpolate(..., mode='bicubic', align_corners=False) to the encoder's size.
-ENCODER_RESIZE = "bicubic"
+# How RAE builds its encoder's `FoundationModel`: rae.py `encode` resizes with
+# F.interpolate(..., mode='bicubic', align_corners=False); DINOv2-B_decXL.yaml
+# `encoder_params.normalize: true` drops the final LayerNorm's affine.
+ENCODER_OPTIONS = {"resize": "bicubic", "affine_norm": False}
 
 
 class PointPosterior:
@@ -75,8 +74,7 @@ def check_encoder(encoder: FoundationModel, spec: dict) -> None:
     wanted = (
         ("timm_name", encoder.timm_name, spec["timm_name"]),
         ("input_norm", encoder.input_norm, spec["input_norm"]),
-        ("resize", encoder.resize, ENCODER_RESIZE),
-        ("affine_norm", encoder.affine_norm, False),
+        *((name, getattr(encoder, name), value) for name, value in ENCODER_OPTIONS.items()),
     )
     wrong = [f"{what} {got!r} (expected {want!r})" for what, got, want in wanted if got != want]
     if wrong:
@@ -116,8 +114,7 @@ class RAE(nn.Module):
                 weights=RANDOM_INIT,
                 timm_kwargs=encoder["timm_kwargs"],
                 input_norm=encoder["input_norm"],
-                resize=ENCODER_RESIZE,
-                affine_norm=False,  # DINOv2-B_decXL.yaml: encoder_params.normalize: true
+                **ENCODER_OPTIONS,
             )
         else:
             check_encoder(encoder_model, encoder)
@@ -202,23 +199,3 @@ class RAETrainingModel(RAE):
             for key, value in self.state_dict().items()
             if key.startswith(INFERENCE_PREFIXES)
         }
-
-    def load_initial_weights(self, tensors: Mapping[str, torch.Tensor], source: str) -> list[str]:
-        """Start from another RAE: encoder and decoder strictly; the discriminator and `logvar`
-        each strictly when the file has them. Returns the groups loaded."""
-        load_owned_state_dict(self, tensors, INFERENCE_PREFIXES, source)
-        loaded = ["autoencoder"]
-        for group in ("loss.discriminator.", "loss.logvar"):
-            if any(key.startswith(group) for key in tensors):
-                load_owned_state_dict(self, tensors, (group,), source)
-                loaded.append(group.rstrip("."))
-        return loaded
-
-    def load_training_weights(self, weights: str | Path | Mapping[str, torch.Tensor]) -> None:
-        """Load encoder, decoder, discriminator and logvar from a training export."""
-        if isinstance(weights, Mapping):
-            load_owned_state_dict(self, weights, TRAINING_PREFIXES)
-        else:
-            load_owned_state_dict(
-                self, read_state_dict_file(weights), TRAINING_PREFIXES, str(weights)
-            )
