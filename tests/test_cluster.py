@@ -90,8 +90,10 @@ def test_use_gpu_yes_without_gpus_waits_then_fails_with_one_line(ray_local, caps
 
 
 # --------------------------------------------------------------------------------------------
-# A 2-node simulated GPU cluster
+# A simulated GPU cluster that loses a node mid-generator
 # --------------------------------------------------------------------------------------------
+LONG_STEPS = 24  # the point whose generator runs long enough to lose its node mid-run
+
 SIM_SPACE = {
     "name": "simcluster",
     "preset": "micro",
@@ -109,7 +111,8 @@ SIM_SPACE = {
         },
         "generator": {
             "model": {"head": {"depth": 1, "width": 32, "heads": 2}},
-            "training": {"time_shift": "auto"},
+            # Every step logged: the history shows which steps ran twice.
+            "training": {"time_shift": "auto", "checkpoint_every": 4, "log_every": 1},
         },
         "resources": {
             "use_gpu": "yes",
@@ -122,14 +125,17 @@ SIM_SPACE = {
         },
     },
     # One tokenizer, latent cache and evaluation shared by three generators: two fit at once,
-    # the third waits for a free pair of GPUs.
-    "search": {"grid": {"generator.training.steps": [2, 3, 4]}},
+    # the third waits for a free pair of GPUs. The first (in grid order, so among the two that
+    # start together) runs long enough to lose its node after its first checkpoint.
+    "search": {"grid": {"generator.training.steps": [LONG_STEPS, 2, 3]}},
 }
 
 
 @pytest.fixture
 def sim_cluster(tmp_path, monkeypatch):
-    """Two nodes of 4 CPUs and 2 simulated GPUs each; Ray processes inherit this environment."""
+    """A head that runs no GPU work (as on KubeRay: the trials' drivers and the sweep's
+    bookkeeping live there) and two nodes of 4 CPUs and 2 simulated GPUs each; Ray processes
+    inherit this environment."""
     from ray.cluster_utils import Cluster
 
     record = tmp_path / "record"
@@ -137,9 +143,17 @@ def sim_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 4, "num_gpus": 2, "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 4,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            # The GCS declares a silent node dead after 3 missed 1 s health checks instead of
+            # Ray's 5 x 3 s: the same failure path, 12 s less waiting for it.
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
+        },
     )
-    cluster.add_node(num_cpus=4, num_gpus=2)
+    for _ in range(2):
+        cluster.add_node(num_cpus=4, num_gpus=2)
     cluster.wait_for_nodes()
     try:
         yield cluster, record
@@ -148,7 +162,13 @@ def sim_cluster(tmp_path, monkeypatch):
 
 
 def read_record(record: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((record / "placements").glob("*.json"))]
+    found = []
+    for path in sorted((record / "placements").glob("*.json")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:  # being written this instant
+            continue
+    return found
 
 
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
@@ -160,20 +180,72 @@ def most_at_once(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-# A whole sweep on a simulated cluster: minutes on 2 cores, more on a loaded machine.
+def checkpointed_run(store: Path, step: int) -> str | None:
+    """The generator run (`generators/<key>`) that registered a checkpoint at `step`, if any."""
+    for snapshot in store.glob("generators/*/checkpoint_manager_snapshot.json"):
+        try:
+            results = json.loads(snapshot.read_text())["checkpoint_results"]
+        except (json.JSONDecodeError, KeyError):  # being written this instant
+            continue
+        if any(r["metrics"].get("step") == step for r in results):
+            return f"generators/{snapshot.parent.name}"
+    return None
+
+
+def lose_the_node_of(cluster, record: Path, run: str):
+    """Kill (not drain) the node that holds `run`'s Train workers; a fresh one joins, as an
+    autoscaler would add it. Returns the killed node's id."""
+    import time
+
+    nodes = {
+        e["node"]
+        for e in read_record(record)
+        if e["role"] == "generator worker" and e.get("run") == run and e["phase"] == "start"
+    }
+    assert len(nodes) == 1, nodes  # a trial's workers are packed on one node
+    (node_id,) = nodes
+    (victim,) = [n for n in cluster.list_all_nodes() if n.node_id == node_id]
+    cluster.remove_node(victim, allow_graceful=False)
+    time.sleep(5)
+    cluster.add_node(num_cpus=4, num_gpus=2)
+    return node_id
+
+
+# A whole sweep on a simulated cluster that loses a node: minutes on 2 cores, more on a loaded
+# machine.
 @pytest.mark.timeout(1800)
-def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
+def test_simulated_gpu_cluster_admits_what_it_holds_and_survives_a_lost_node(tmp_path, sim_cluster):
+    import time
+
+    from mlflow import MlflowClient
+
     cluster, record = sim_cluster
     space = tmp_path / "simcluster.yaml"
     space.write_text(yaml.safe_dump(SIM_SPACE))
+    store = tmp_path / "store"
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
-    done = subprocess.run(
+    sweep = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.frontier", "--space", str(space),
-         "--storage", str(tmp_path / "store")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+         "--storage", str(store)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "trials: 3 finished" in done.stdout
+    try:
+        # Once the long generator registered its first checkpoint, its node is lost.
+        deadline = time.monotonic() + 600
+        long_run = None
+        while time.monotonic() < deadline and sweep.poll() is None and long_run is None:
+            long_run = checkpointed_run(store, 4)
+            time.sleep(0.2)
+        assert long_run and sweep.poll() is None, (
+            "the sweep ended before the generator checkpointed"
+        )
+        lost = lose_the_node_of(cluster, record, long_run)
+        out, _ = sweep.communicate(timeout=900)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, out[-6000:]
+    assert "trials: 3 finished" in out
 
     entries = read_record(record)
     trials: dict[str, dict[str, float]] = {}
@@ -183,7 +255,7 @@ def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
     # Tune ran exactly as many trials at once as 4 GPUs hold at 2 per trial.
     assert most_at_once([(t["start"], t["end"]) for t in trials.values()]) == 2
     # Every trial's driver (and so its Train controllers) ran on one node, the head.
-    assert len({e["node"] for e in entries if e["role"] == "trial"}) == 1
+    assert {e["node"] for e in entries if e["role"] == "trial"} == {cluster.head_node.node_id}
 
     pools = [e for e in entries if e["role"] == "pool"]
     assert {p["stage"] for p in pools} >= {"evaluation", "latent cache", "samples"}
@@ -215,93 +287,29 @@ def test_simulated_gpu_cluster_admits_only_what_it_holds(tmp_path, sim_cluster):
             slot_a = (a["start"]["node"], a["start"]["gpus"][0])
             slot_b = (b["start"]["node"], b["start"]["gpus"][0])
             assert not (overlap and slot_a == slot_b), (a, b)
+    # The lost node's generator workers never ended; the run finished on other nodes.
+    long_spans = [s for s in spans.values() if s["start"].get("run") == long_run]
+    assert {s["start"]["node"] for s in long_spans if "end" not in s} == {lost}
+    assert {s["end"]["node"] for s in long_spans if "end" in s} - {lost}
 
-
-# --------------------------------------------------------------------------------------------
-# A worker node lost during the generator stage
-# --------------------------------------------------------------------------------------------
-# A whole sweep on a simulated cluster: minutes on 2 cores, more on a loaded machine.
-@pytest.mark.timeout(1800)
-def test_worker_node_lost_mid_generator_resumes_from_its_checkpoint(tmp_path, monkeypatch):
-    """A head that runs no work (0 CPU, as on KubeRay) and one 4-CPU worker node; the worker
-    node is killed once the generator registered a checkpoint, and a fresh one joins (as an
-    autoscaler would add it). The trial and its Train controller live on the head, so the
-    controller restarts its workers from that checkpoint on the new node."""
-    import time
-
-    from mlflow import MlflowClient
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "include_dashboard": False,
-            # The GCS declares a silent node dead after 3 missed 1 s health checks instead of
-            # Ray's 5 x 3 s: the same failure path, 12 s less waiting for it.
-            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
-        },
-    )
-    worker = cluster.add_node(num_cpus=4)
-    cluster.wait_for_nodes()
-    store = tmp_path / "store"
-    space = tmp_path / "nodeloss.yaml"
-    space.write_text(
-        yaml.safe_dump(
-            {
-                "name": "nodeloss",
-                "preset": "micro",
-                "base": {
-                    # Every tokenizer family runs end to end in one of the cluster tests; here
-                    # l-DeTok (noised latents, masked inputs; one stage: a second Train run
-                    # would cost this test 30 s).
-                    "tokenizer": {"family": "detok"},
-                    "resources": {"generator_workers": 2, "cpus_per_worker": 1},
-                    # Every step logged: the history shows which steps ran twice.
-                    "generator": {"training": {"steps": 24, "checkpoint_every": 4, "log_every": 1}},
-                },
-                "search": {"grid": {"tokenizer.vf.foundation": ["none"]}},
-            }
-        )
-    )
-    env = {**os.environ, "RAY_ADDRESS": cluster.address}
-    cmd = [sys.executable, "-m", "orchestrator.frontier", "--space", str(space),
-           "--storage", str(store)]  # fmt: skip
-    try:
-        sweep = subprocess.Popen(
-            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and sweep.poll() is None:
-            if list(store.glob("generators/*/checkpoint_manager_snapshot.json")):
-                break
-            time.sleep(0.2)
-        assert sweep.poll() is None, "the sweep ended before the generator checkpointed"
-        cluster.remove_node(worker, allow_graceful=False)
-        time.sleep(5)
-        cluster.add_node(num_cpus=4)
-        out, _ = sweep.communicate(timeout=600)
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-        cluster.shutdown()
-    assert sweep.returncode == 0, out[-4000:]
-
+    # MLflow: exactly one child run per point; the long point's restarted workers began at its
+    # registered checkpoint, not at step 0.
     client = MlflowClient(f"sqlite:///{store / 'mlflow' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("nodeloss").experiment_id
+    experiment = client.get_experiment_by_name("simcluster").experiment_id
     children = [
         r for r in client.search_runs([experiment]) if r.data.tags.get("mlflow.parentRunId")
     ]
-    assert len(children) == 1 and children[0].info.status == "FINISHED"
-    run_id = children[0].info.run_id
+    assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}
+    (long_child,) = [
+        r for r in children if r.data.params.get("generator.training.steps") == str(LONG_STEPS)
+    ]
+    run_id = long_child.info.run_id
     resumed = max(m.value for m in client.get_metric_history(run_id, "generator/resumed_from_step"))
-    assert resumed >= 4  # the restarted workers began at the registered checkpoint, not step 0
+    assert resumed >= 4
     counts: dict[int, int] = {}
     for metric in client.get_metric_history(run_id, "generator/step"):
         counts[metric.step] = counts.get(metric.step, 0) + 1
-    assert sorted(counts) == list(range(1, 25))
+    assert sorted(counts) == list(range(1, LONG_STEPS + 1))
     # Nothing up to the restored checkpoint ran twice; only steps after it that were done
     # before the loss and lost with it were run (and logged) again, once.
     assert all(n == 1 for step, n in counts.items() if step <= resumed), counts

@@ -4,9 +4,9 @@ The micro sweep is the pruned one under ASHA (one sweep, both paths: each costs 
 process starts): every tokenizer is trained and evaluated, the gFID proxy keeps one point, and
 that point's generator trains in ASHA rounds.
 
-Stopping a sweep mid-stage and resuming it are tested where users do it: SIGTERM mid-generator
-then a resume on object storage (test_object_storage.py), `ray job stop` then a resubmit
-(test_readme_cluster.py).
+Stopping a sweep mid-stage and resuming it are tested where users do it: `ray job stop` then a
+resubmit, on object storage (test_readme_cluster.py); a node lost mid-generator
+(test_cluster.py).
 
 Each sweep runs the CLI in a subprocess (its own local Ray, as a user's shell would), with the
 storage under tmp; assertions go through `MlflowClient` and the files the sweep wrote.
@@ -27,12 +27,15 @@ from mlflow import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Every tokenizer family runs end to end in one of the cluster tests; here EQ-VAE and l-DeTok,
+# both with the VF loss (the micro preset aligns to the stand-in ViT): each trains and is
+# evaluated, and the one the proxy keeps goes on to its cache and generator.
 SPACE = """\
 name: {name}
 preset: micro
 search:
   grid:
-    tokenizer.vf.foundation: [none, standin]
+    tokenizer.family: [eqvae, detok]
 """
 
 # The same points pruned to one by the default proxy (iFID's FD-proxy twin here; exactly `keep`:
@@ -106,7 +109,8 @@ def test_pruned_asha_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_p
     assert {r.info.status for r in [*parents, *children]} == {"FINISHED"}
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert {c.data.params["tokenizer.vf.foundation"] for c in children} == {"none", "standin"}
+    assert {c.data.params["tokenizer.family"] for c in children} == {"eqvae", "detok"}
+    assert {c.data.params["tokenizer.vf.foundation"] for c in children} == {"standin"}
     for child in children:  # every tokenizer trained and evaluated, proxies with their counts
         assert child.data.params["tokenizer.arch.embed_dim"] == "4"
         for metric in ("psnr", "rfd_proxy_40", "ifd_proxy_40", "lnc_40", "lds"):

@@ -118,12 +118,13 @@ def _seeded_build(workload: Workload, stage_index: int, seed: int):
 def train_loop_per_worker(config: dict) -> dict:
     """Train one workload (tokenizer or generator) on this Ray Train worker; see module doc."""
     plan = TrainPlan.from_dict(config)
-    # Where Ray placed this worker, from start to end (a record only under simulated GPUs).
+    # Where Ray placed this worker, from start to end (a record only under simulated GPUs); the
+    # run's directory says which run a node holds (tests kill the node of a chosen run).
     role, rank = f"{plan.workload} worker", ray.train.get_context().get_world_rank()
-    point = policy.point_id(plan.config())
-    policy.record_placement(role, point, rank=rank, phase="start")
+    point, run = policy.point_id(plan.config()), plan.run_rel
+    policy.record_placement(role, point, rank=rank, run=run, phase="start")
     outcome = _train_worker(plan)
-    policy.record_placement(role, point, rank=rank, phase="end")
+    policy.record_placement(role, point, rank=rank, run=run, phase="end")
     return outcome
 
 
