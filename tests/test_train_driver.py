@@ -1,8 +1,9 @@
 """Ray Train V2 + DeepSpeed on CPU: both workloads, 2 gloo workers, ZeRO stages, exports.
 
-Hardware: CPU only (real Ray, real DeepSpeed, gloo). Here ZeRO-3 of each workload is checked
-against ZeRO-0 step by step, and the tokenizer's staged recipe runs under ZeRO-2; the tokenizer
-under ZeRO-1 and the generator under ZeRO-1/2 run in test_train_fault.py / test_train_resume.py.
+Hardware: CPU only (real Ray, real DeepSpeed, gloo). Here the tokenizer's ZeRO-3 is checked
+against ZeRO-0 step by step, and its staged recipe runs under ZeRO-2; the tokenizer under ZeRO-1
+and the generator under ZeRO-0/1/2/3 (its ZeRO-3 EMA against ZeRO-0's) run in
+test_train_fault.py / test_train_resume.py.
 """
 
 from __future__ import annotations
@@ -68,28 +69,6 @@ def test_tokenizer_zero3_adaptive_weights_match_zero0(train_kit, tmp_path):
     zero0 = load_file(str(Path(result0.export_dir) / "model.safetensors"))
     for key, value in inference.items():
         torch.testing.assert_close(value, zero0[key], rtol=1e-4, atol=1e-5)
-
-
-def test_generator_zero3_ema_matches_zero0(train_kit, tmp_path):
-    """Under ZeRO-3 the EMA is fed gathered full parameters: it equals the ZeRO-0 EMA."""
-    _, result0, records0 = _run(train_kit, tmp_path, "generator", 0)
-    _, result3, records3 = _run(train_kit, tmp_path, "generator", 3)
-    for result, records in ((result0, records0), (result3, records3)):
-        _assert_reported_every_step(result, records)
-    for r0, r3 in zip(records0, records3):
-        assert r3["loss"] == pytest.approx(r0["loss"], rel=1e-5)
-
-    ema0 = load_file(str(Path(result0.export_dir) / "ema.safetensors"))
-    ema3 = load_file(str(Path(result3.export_dir) / "ema.safetensors"))
-    model3 = load_file(str(Path(result3.export_dir) / "model.safetensors"))
-    assert set(ema3) == set(model3) == set(ema0)
-    for key in ema3:
-        torch.testing.assert_close(ema3[key], ema0[key], rtol=1e-5, atol=1e-6)
-    # The EMA trails the trained weights (decay 0.995 over 3 updates).
-    moved = [k for k in model3 if not torch.equal(model3[k], ema3[k])]
-    assert moved
-    summary = json.loads((Path(result3.export_dir) / "summary.json").read_text())
-    assert summary["ema_updates"] == STEPS and summary["zero_stage"] == 3
 
 
 def test_train_tokenizer_stages_mlflow_and_done(train_kit, tmp_path):

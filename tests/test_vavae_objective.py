@@ -276,11 +276,12 @@ def test_micro_tokenizer_learns_to_reconstruct():
     objective = VAVAEObjective(
         None, None, use_vf=False, perceptual_weight=0.0, disc_factor=0.0, disc_start=10**9
     )
-    # 1e-3 instead of the reference 1e-4 so a couple of hundred steps suffice.
+    # 1e-3 instead of the reference 1e-4 so 140 steps suffice (they reach 0.40 of the first
+    # step's L1 here; 200 reach 0.29).
     optimizer = build_single_optimizer(model, lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     first_step_l1 = None
-    for step in range(200):
+    for step in range(140):
         batch = images[torch.randint(0, len(images), (8,), generator=generator)]
         terms = train_step_single_backward(model, objective, batch, step, optimizer, generator)
         first_step_l1 = terms["l1"].item() if first_step_l1 is None else first_step_l1
