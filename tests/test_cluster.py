@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,6 +94,7 @@ def test_use_gpu_yes_without_gpus_waits_then_fails_with_one_line(ray_local, caps
 # A simulated GPU cluster that loses a node mid-generator
 # --------------------------------------------------------------------------------------------
 LONG_STEPS = 12  # the point whose generator runs long enough to lose its node mid-run
+CHECKPOINT_EVERY = 4  # its node is lost once it registered its first checkpoint
 
 SIM_SPACE = {
     "name": "simcluster",
@@ -112,7 +114,11 @@ SIM_SPACE = {
         "generator": {
             "model": {"head": {"depth": 1, "width": 32, "heads": 2}},
             # Every step logged: the history shows which steps ran twice.
-            "training": {"time_shift": "auto", "checkpoint_every": 4, "log_every": 1},
+            "training": {
+                "time_shift": "auto",
+                "checkpoint_every": CHECKPOINT_EVERY,
+                "log_every": 1,
+            },
         },
         "resources": {
             "use_gpu": "yes",
@@ -162,13 +168,7 @@ def sim_cluster(tmp_path, monkeypatch):
 
 
 def read_record(record: Path) -> list[dict]:
-    found = []
-    for path in sorted((record / "placements").glob("*.json")):
-        try:
-            found.append(json.loads(path.read_text()))
-        except json.JSONDecodeError:  # being written this instant
-            continue
-    return found
+    return [json.loads(p.read_text()) for p in sorted((record / "placements").glob("*.json"))]
 
 
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
@@ -195,8 +195,6 @@ def checkpointed_run(store: Path, step: int) -> str | None:
 def lose_the_node_of(cluster, record: Path, run: str):
     """Kill (not drain) the node that holds `run`'s Train workers; a fresh one joins, as an
     autoscaler would add it. Returns the killed node's id."""
-    import time
-
     nodes = {
         e["node"]
         for e in read_record(record)
@@ -215,8 +213,6 @@ def lose_the_node_of(cluster, record: Path, run: str):
 # machine.
 @pytest.mark.timeout(1800)
 def test_simulated_gpu_cluster_admits_what_it_holds_and_survives_a_lost_node(tmp_path, sim_cluster):
-    import time
-
     from mlflow import MlflowClient
 
     cluster, record = sim_cluster
@@ -234,7 +230,7 @@ def test_simulated_gpu_cluster_admits_what_it_holds_and_survives_a_lost_node(tmp
         deadline = time.monotonic() + 600
         long_run = None
         while time.monotonic() < deadline and sweep.poll() is None and long_run is None:
-            long_run = checkpointed_run(store, 4)
+            long_run = checkpointed_run(store, CHECKPOINT_EVERY)
             time.sleep(0.2)
         assert long_run and sweep.poll() is None, (
             "the sweep ended before the generator checkpointed"
@@ -305,7 +301,7 @@ def test_simulated_gpu_cluster_admits_what_it_holds_and_survives_a_lost_node(tmp
     ]
     run_id = long_child.info.run_id
     resumed = max(m.value for m in client.get_metric_history(run_id, "generator/resumed_from_step"))
-    assert resumed >= 4
+    assert resumed >= CHECKPOINT_EVERY
     counts: dict[int, int] = {}
     for metric in client.get_metric_history(run_id, "generator/step"):
         counts[metric.step] = counts.get(metric.step, 0) + 1

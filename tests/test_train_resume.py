@@ -124,9 +124,10 @@ def _fit(train_kit, cfg, source, sources, log, hooks=None):
     return train_kit.fit(cfg, WORKLOADS[source], log, hooks, stream=stream)
 
 
-@pytest.fixture(scope="module", params=["latents", "images"])
+@pytest.fixture(scope="module")
 def stopped_run(request, train_kit, sources, tmp_path_factory):
-    """Run B's first half: N steps, then a checkpoint and an early exit."""
+    """Run B's first half: N steps, then a checkpoint and an early exit (the source, `images`
+    or `latents`, is the test's indirect parameter)."""
     source = request.param
     root = tmp_path_factory.mktemp(f"stopped-{source}") / "storage"
     log = root.parent / "metrics.jsonl"

@@ -271,4 +271,7 @@ def record_placement(role: str, point: str | None, **extra) -> None:
     }
     folder = Path(root) / "placements"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{uuid.uuid4().hex}.json").write_text(json.dumps(entry))
+    # Written aside, then renamed: a reader polling mid-run never sees half an entry.
+    name = uuid.uuid4().hex
+    (folder / f"{name}.tmp").write_text(json.dumps(entry))
+    os.replace(folder / f"{name}.tmp", folder / f"{name}.json")
