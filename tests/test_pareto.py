@@ -119,26 +119,68 @@ def test_outputs(tmp_path):
 
 
 def test_chart_reads_like_the_papers_figures():
-    """Colour by latent dim, filled = VF on, hollow = off; every label inside the frame (they
-    were cut at the right edge)."""
+    """Colour by latent dim, filled = VF on, hollow = off; every label inside the axes (they
+    were cut at the right edge), a pruned point's too."""
     import matplotlib.pyplot as plt
 
-    data = rows()
+    data = [
+        *rows(),
+        # The rightmost and topmost point, with a long label: it turns left of the point.
+        FrontierRow(
+            "rae d16 vf=dinov2 DiT^DH=2x2048 init=a-long-checkpoint-name.pt",
+            {"d": 16, "vf": "dinov2"},
+            {"rfd_proxy_500": 9.5, "fd_proxy_500": 9.0},
+        ),
+        FrontierRow(
+            "detok d8 vf=none", {"d": 8, "vf": "none", "status": "pruned"}, {"rfd_proxy_500": 7.0}
+        ),
+    ]
     front = mark_front(data, "rfd_proxy_500", "fd_proxy_500")
     fig = frontier_figure(data, front, "rfd_proxy_500", "fd_proxy_500", "t")
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "Pareto front" in legend
-    expected = {
-        f"d={r.params['d']}, VF {'off' if r.params['vf'] == 'none' else 'on'}" for r in data
-    }
-    assert expected <= set(legend)
+    assert legend == [
+        "d=4",
+        "d=8",
+        "d=16",
+        "VF on",
+        "VF off",
+        "Pareto front",
+        "pruned (no generator)",
+    ]
+
+    # Each drawn point: ring in its d's colour, filled with it iff VF is on.
+    drawn = {}
+    for c in ax.collections:
+        for xy in c.get_offsets():
+            drawn.setdefault(tuple(xy), []).append(c)
+    colour_of = {}
+    for r in data:
+        if "fd_proxy_500" not in r.metrics:
+            continue
+        (point,) = [
+            c
+            for c in drawn[(r.metrics["rfd_proxy_500"], r.metrics["fd_proxy_500"])]
+            if c.get_zorder() == 3  # the front's red rings lie beneath (zorder 2)
+        ]
+        (edge,) = point.get_edgecolor()
+        assert colour_of.setdefault(r.params["d"], tuple(edge)) == tuple(edge), r.label
+        face = point.get_facecolor()
+        if r.params["vf"] == "none":
+            assert len(face) == 0, r.label
+        else:
+            assert [tuple(f) for f in face] == [tuple(edge)], r.label
+    assert len(set(colour_of.values())) == len(colour_of) == 3
+
+    fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    frame = fig.bbox
-    labels = [t for t in ax.texts if t.get_text()]
-    assert sorted(t.get_text() for t in labels) == sorted(r.label for r in data)
-    for text in labels:
+    frame = ax.get_window_extent(renderer)
+    labels = {t.get_text(): t for t in ax.texts}
+    assert sorted(labels) == sorted(r.label for r in data)
+    for text in labels.values():
         box = text.get_window_extent(renderer)
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1, text.get_text()
         assert frame.y0 <= box.y0 and box.y1 <= frame.y1, text.get_text()
+    assert labels[data[4].label].get_horizontalalignment() == "right"
+    assert labels["d16 vf=none"].get_horizontalalignment() == "left"
     plt.close(fig)

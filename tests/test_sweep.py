@@ -25,6 +25,8 @@ import yaml
 from conftest import as_in_a_terminal
 from mlflow import MlflowClient
 
+from orchestrator.sweep.tracking import run_page
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Every tokenizer family runs end to end in one of the cluster tests; here EQ-VAE and l-DeTok,
@@ -162,14 +164,61 @@ def test_pruned_asha_micro_sweep_logs_parent_children_metrics_and_frontier(tmp_p
     }
     assert grids == {"reconstructions.png", "samples.png"}, folders[0].path
     assert "Frontier of `micro_a`" in parent.data.tags["mlflow.note.content"]
-    # Opens in MLflow's model-training view, not the GenAI traces overview.
+    # A model-training experiment, not a GenAI one.
     experiment = client.get_experiment_by_name("micro_a")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # The printed link opens the parent run on its chart, in that view too (MLflow 3.17).
+    page = run_page(mlflow_server.uri, experiment.experiment_id, parent.info.run_id, "frontier.png")
+    assert page in result.stdout, result.stdout[-2000:]
     csv = (storage / "sweeps" / "micro_a" / "frontier.csv").read_text().splitlines()
     header = csv[0].split(",")
     assert len(csv) == 3 and "on_front" in header and "fd_proxy_40" in header
     statuses = sorted(line.split(",")[header.index("status")] for line in csv[1:])
     assert statuses == ["pruned", "trained"]
+
+
+def test_the_experiment_opens_in_the_model_training_view(mlflow_server):
+    """The experiment's kind tag, on a new experiment and on a reused one (from before the tag,
+    or one a UI guessed to be GenAI); and the link the sweep prints, whose `workflowType` is
+    what the served MLflow UI takes its view from."""
+    import urllib.request
+
+    from orchestrator.sweep.tune import ensure_experiment
+
+    client = MlflowClient(mlflow_server.uri)
+    new = ensure_experiment(client, "kind_new", None)
+    older = client.create_experiment("kind_older")
+    guessed = client.create_experiment(
+        "kind_guessed", tags={"mlflow.experimentKind": "genai_development"}
+    )
+    for name, experiment_id in (
+        ("kind_new", new),
+        ("kind_older", older),
+        ("kind_guessed", guessed),
+    ):
+        assert ensure_experiment(client, name, None) == experiment_id
+        kind = client.get_experiment(experiment_id).tags["mlflow.experimentKind"]
+        assert kind == "custom_model_development", name
+
+    run = client.create_run(new).info.run_id
+    page = run_page(f"{mlflow_server.uri}/", new, run, "frontier.png")
+    assert page == (
+        f"{mlflow_server.uri}/#/experiments/{new}/runs/{run}/artifacts/frontier.png"
+        "?workflowType=machine_learning"
+    )
+    with urllib.request.urlopen(mlflow_server.uri, timeout=10) as response:
+        script = re.search(
+            r'src="(static-files/static/js/main\.[0-9a-f]+\.js)"', response.read().decode()
+        )
+    assert script, "no UI bundle in the server's page"
+    with urllib.request.urlopen(f"{mlflow_server.uri}/{script.group(1)}", timeout=30) as response:
+        bundle = response.read().decode()
+    for needle in (
+        '.get("workflowType")',
+        '"machine_learning"',
+        "/experiments/:experimentId/runs/",
+    ):
+        assert needle in bundle, needle
 
 
 def test_ctrl_c_while_preparing_exits_130_and_closes_the_parent_run(tmp_path, mlflow_server):

@@ -128,19 +128,21 @@ def plot_frontier(
 
 def frontier_figure(rows: Sequence[FrontierRow], front: Sequence[bool], x: str, y: str, title: str):
     """Every point coloured by its latent dim and marked by its VF setting (as the paper's
-    figures read: filled = VF loss on, hollow = off), the Pareto front joined, each point
-    labelled inside the frame."""
+    figures read: filled = VF on, hollow = off), the Pareto front joined, each point labelled
+    inside the frame."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=120)
     xs = [r.metrics.get(x, math.nan) for r in rows]
     ys = [r.metrics.get(y, math.nan) for r in rows]
     shown = [i for i in range(len(rows)) if math.isfinite(xs[i]) and math.isfinite(ys[i])]
     dims = sorted({r.params.get("d") for r in rows}, key=lambda d: (d is None, str(d).zfill(8)))
     palette = plt.get_cmap("viridis")
+    # Up to 0.9 of the map: its yellow end is too light to read as a hollow ring on white.
     colour = {d: palette(k / max(1, len(dims) - 1) * 0.9) for k, d in enumerate(dims)}
     for d in dims:
         for vf_on in (False, True):
@@ -154,7 +156,6 @@ def frontier_figure(rows: Sequence[FrontierRow], front: Sequence[bool], x: str, 
                     facecolors=colour[d] if vf_on else "none",
                     edgecolors=colour[d],
                     linewidths=1.6,
-                    label=f"d={d}, VF {'on' if vf_on else 'off'}",
                     zorder=3,
                 )
     on = sorted((i for i in shown if front[i]), key=lambda i: xs[i])
@@ -172,7 +173,9 @@ def frontier_figure(rows: Sequence[FrontierRow], front: Sequence[bool], x: str, 
     ax.margins(x=0.08, y=0.1)
     # Points a prune left without a generator (search.prune): crosses on the x axis itself
     # (x in data, y in axes coordinates), so no generation value is implied.
-    pruned = [i for i, r in enumerate(rows) if r.params.get("status") == "pruned"]
+    pruned = [
+        i for i, r in enumerate(rows) if r.params.get("status") == "pruned" and math.isfinite(xs[i])
+    ]
     if pruned:
         # Axes-coordinate artists do not widen the data limits: widen them to every point.
         finite = [v for v in xs if math.isfinite(v)]
@@ -188,32 +191,51 @@ def frontier_figure(rows: Sequence[FrontierRow], front: Sequence[bool], x: str, 
             clip_on=False,
             label="pruned (no generator)",
         )
-    # Labels grow toward the frame's inside: left of points in the right half, so none is cut.
-    ax.figure.canvas.draw()
-    mid = sum(ax.get_xlim()) / 2
-    for i in [*shown, *pruned]:
-        right_half = xs[i] > mid
-        is_pruned = i in pruned
-        ax.annotate(
-            rows[i].label,
-            (xs[i], 0.0 if is_pruned else ys[i]),
-            xycoords=ax.get_xaxis_transform() if is_pruned else "data",
-            textcoords="offset points",
-            xytext=(-6 if right_half else 6, 5),
-            ha="right" if right_half else "left",
-            fontsize=6 if is_pruned else 7,
-            color="#33658a" if is_pruned else "black",
-            annotation_clip=True,
-        )
+    # The legend reads as the paper's: one colour per latent dim, one marker per VF setting.
+    dot = {"marker": "o", "linestyle": "", "markersize": 7, "markeredgewidth": 1.6}
+    keys = [Line2D([], [], color=colour[d], label=f"d={d}", **dot) for d in dims]
+    keys += [
+        Line2D([], [], color="0.35", markerfacecolor=fill, label=name, **dot)
+        for vf_on, fill, name in ((True, "0.35", "VF on"), (False, "none", "VF off"))
+        if any(_vf_on(rows[i]) == vf_on for i in shown)
+    ]
+    # Beside the axes, not over them: "best" only avoids the points, never their labels.
+    ax.legend(
+        handles=[*keys, *ax.get_legend_handles_labels()[0]],
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        fontsize=7,
+    )
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel(axis_label(y))
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
+    # Labels are measured where they will be drawn (layout and limits settled): each goes right
+    # of its point where it fits, else left of it (labels past the right edge used to be cut
+    # off). Above the point always fits: the y margin is taller than a label.
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    right_edge = ax.get_window_extent(renderer).x1
+    for i in [*shown, *pruned]:
+        is_pruned = i in pruned
+        text = ax.annotate(
+            rows[i].label,
+            (xs[i], 0.0 if is_pruned else ys[i]),
+            xycoords=ax.get_xaxis_transform() if is_pruned else "data",
+            textcoords="offset points",
+            xytext=(6, 5),
+            ha="left",
+            fontsize=6 if is_pruned else 7,
+            color="#33658a" if is_pruned else "black",
+        )
+        if text.get_window_extent(renderer).x1 > right_edge:
+            text.xyann = (-6, 5)
+            text.set_horizontalalignment("right")
     return fig
 
 
 def _vf_on(row: FrontierRow) -> bool:
-    """VF loss on for this point (a pretrained tokenizer has no VF setting: shown as off)."""
+    """VF on for this point: `tokenizer.vf.foundation` names a model (a pretrained tokenizer has
+    no VF setting: shown as off)."""
     return str(row.params.get("vf", "none")) != "none"

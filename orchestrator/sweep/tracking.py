@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PARENT_TAG = "mlflow.parentRunId"
+# `mlflow ui`'s address when started without --host/--port.
+MLFLOW_UI = "http://127.0.0.1:5000"
 
 
 def default_tracking_uri(configured: str | None, storage_root: Path | None) -> str:
@@ -40,6 +42,16 @@ def artifact_location(tracking_uri: str, storage_root: Path | None, storage_uri:
     if tracking_uri.startswith("sqlite:"):
         return str(storage_root / "mlflow" / "artifacts")
     return None
+
+
+def run_page(server: str, experiment_id: str, run_id: str, artifact: str | None = None) -> str:
+    """A run's page in the MLflow UI (or one of its artifacts there), in the model-training view:
+    MLflow 3.17's UI takes its view from the link's `workflowType`, else from the browser's last
+    choice, GenAI by default; the experiment's kind tag no longer picks it."""
+    page = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    if artifact is not None:
+        page += f"/artifacts/{artifact}"
+    return f"{page}?workflowType=machine_learning"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,14 @@ from orchestrator.evaluation.report import trial_overrides, write_frontier
 from orchestrator.storage.store import Storage, local_cache_root
 from orchestrator.sweep import budget
 from orchestrator.sweep.rerun import TUNE_DIR, check_rerun, sweep_settings
-from orchestrator.sweep.tracking import PARENT_TAG, RunRef, artifact_location, default_tracking_uri
+from orchestrator.sweep.tracking import (
+    MLFLOW_UI,
+    PARENT_TAG,
+    RunRef,
+    artifact_location,
+    default_tracking_uri,
+    run_page,
+)
 
 log = logging.getLogger("ldm_frontier")
 
@@ -70,19 +77,25 @@ class SweepContext:
 # MLflow: experiment, parent run (one per sweep), child run (one per point)
 # --------------------------------------------------------------------------------------------
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
 def ensure_experiment(client, name: str, location: str | None) -> str:
     # MlflowClient.create_experiment, not mlflow.set_experiment: the latter sets
     # MLFLOW_EXPERIMENT_ID in os.environ, which silently redirects later Ray MLflow helpers.
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    # MLflow 3 opens an experiment in the view its kind names; without the tag the UI guesses,
-    # and an experiment of nested runs and metrics opened in the GenAI traces overview.
-    return client.create_experiment(
-        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
-    )
+    # The experiment's kind: MLflow 3 UIs before the GenAI / machine-learning switch open the
+    # experiment in the view it names (untagged, they guessed, and an experiment of nested runs
+    # opened in the GenAI traces overview); 3.17's takes the view from the link we print
+    # (tracking.run_page).
+    if found is None:
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+        )
+    # One from before the tag, or that a UI guessed GenAI, holds training runs all the same.
+    if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return found.experiment_id
 
 
 def find_or_create_parent(
@@ -442,11 +455,17 @@ def finish_sweep(sweep, points, ctx, base, storage, run_name, resume, client, st
     earlier = list(pruning.first) if pruning is not None and pruning.first is not grid else []
     print(compute_line([*earlier, *grid], shared_compute, started, client, parent_id), flush=True)
     experiment = client.get_experiment(ctx.experiment_id).name
+    # The parent run's page, on the chart once there is one (its grids are beside it, points/).
+    chart = "frontier.png" if outcome["finished"] else None
     if ctx.tracking_uri.startswith("http"):
-        print(f"MLflow: open {ctx.tracking_uri} (experiment `{experiment}`)", flush=True)
+        page = run_page(ctx.tracking_uri, ctx.experiment_id, parent_id, chart)
+        print(f"MLflow (experiment `{experiment}`): {page}", flush=True)
     else:
+        page = run_page(MLFLOW_UI, ctx.experiment_id, parent_id, chart)
         print(
-            f"MLflow: mlflow ui --backend-store-uri {ctx.tracking_uri}  (experiment `{experiment}`)"
+            f"MLflow (experiment `{experiment}`): mlflow ui --backend-store-uri "
+            f"{ctx.tracking_uri}, then open {page}",
+            flush=True,
         )
     if outcome["unfinished"]:
         print(INTERRUPTED, flush=True)
