@@ -111,7 +111,9 @@ def test_unwritable_storage_and_unreachable_endpoints_answer_in_seconds(tmp_path
 
 def test_set_values_follow_the_key_type(tmp_path, capsys):
     code = main(["--set", "resources.use_gpu=yes", "--set", "tokenizer.arch.ch_mult=[1, 2]",
-                 "--set", "generator.optimizer.lr=3e-4", "--print-config", "1"])  # fmt: skip
+                 "--set", "generator.optimizer.lr=3e-4", "--print-config", "1",
+                 # GPU pools: the smoke preset scores and encodes in the trial's process.
+                 "--set", "evaluation.num_workers=null", "--set", "cache.num_actors=null"])  # fmt: skip
     assert code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["resources"]["use_gpu"] == "yes"  # not YAML's `true`
@@ -119,6 +121,8 @@ def test_set_values_follow_the_key_type(tmp_path, capsys):
     assert cfg["generator"]["optimizer"]["lr"] == pytest.approx(3e-4)
     assert cfg["tokenizer"]["vf"]["foundation"] == "standin"  # point 1 of smoke
 
+    line = one_error_line(capsys, main(["--set", "resources.use_gpu=yes", "--dry-run"]))
+    assert "evaluation.num_workers" in line and "resources.use_gpu: no" in line
     line = one_error_line(capsys, main(["--set", "tokenizer.arch.ch_mult=[1,2", "--dry-run"]))
     assert "--set tokenizer.arch.ch_mult" in line and "malformed" in line
     line = one_error_line(capsys, main(["--set", "tokenizer.arch.embed_dim=4", "--dry-run"]))

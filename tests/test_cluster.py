@@ -128,7 +128,13 @@ SIM_SPACE = {
             # The cap is above what the cluster holds: 4 GPUs / 2 per trial = 2 at once.
             "max_concurrent_trials": 4,
             "gpu_wait_s": 0,
+            # Every Train rank streams its rows through Ray Data, as on ImageNet: the pipeline
+            # survives the lost node (small data is otherwise fetched in the workers).
+            "in_worker_data_mb": 0,
         },
+        # GPU pools (the micro preset scores and encodes in the trial's process).
+        "cache": {"num_actors": None},
+        "evaluation": {"num_workers": None},
     },
     # One tokenizer, latent cache and evaluation shared by four generators: two fit at once,
     # the others wait for a free pair of GPUs. The first (in grid order, so among the two that

@@ -1,7 +1,8 @@
 """The training stream's order and the tokenizer's crops: per-epoch, seeded, resume-stable.
 
-No Ray here: the rules are functions of (seed, epoch, step, rank, row); the exact-resume tests
-through Ray Train live in `test_train_resume.py`.
+The rules are functions of (seed, epoch, step, rank, row); the exact-resume tests through Ray
+Train live in `test_train_resume.py`. One test starts Ray: a rank's rows fetched in its own
+process must be its Ray Dataset's, batch for batch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.data.images import ImageRows
-from orchestrator.data.stream import StreamLayout
+from orchestrator.data.stream import StreamLayout, TrainStream
 from workloads.datasets.transforms import resize_center_crop, resize_short_side
 
 ROWS = 40
@@ -99,3 +100,24 @@ def test_resize_center_crop_matches_torchvision():
     expected = v2.Compose([v2.Resize(32), v2.CenterCrop(32)])(tensor) * 2 - 1
     got = resize_center_crop(Image.fromarray(pixels), 32)
     assert torchvision.__version__ and np.allclose(got, expected.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_rows_fetched_in_the_worker_are_the_ray_datasets_rows(ray_local, tmp_path, accumulation):
+    """Small data skips the pipeline (`resources.in_worker_data_mb`): every rank's micro-batches
+    from a resumed step on, over an epoch boundary, equal what its Ray Dataset hands out."""
+    uri = _write_index(tmp_path, [(20, 20)] * 12)
+    stream = TrainStream(ImageRows(uri, 12, 16, 10**8, "random"), seed=3)
+    layout = StreamLayout(world_size=2, micro_batch=4 // accumulation, accumulation=accumulation)
+    start, end = 1, 5  # 12 rows at global batch 8: one step per epoch, four epochs
+    assert stream.fits_in(1) and not stream.fits_in(0)
+    local = stream.rank_rows(layout, start, end)
+    for rank, dataset in enumerate(stream.datasets(layout, start, end).values()):
+        piped = list(dataset.iter_batches(batch_size=layout.micro_batch, batch_format="numpy"))
+        fetched = list(local[rank].iter_batches(batch_size=layout.micro_batch))
+        assert len(piped) == len(fetched) == (end - start) * accumulation
+        for a, b in zip(piped, fetched):
+            assert a.keys() == b.keys()
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+        assert [int(b["step"][0]) for b in fetched[::accumulation]] == list(range(start, end))

@@ -173,13 +173,16 @@ def one_and_two_workers(setup, ray_local):
 
 
 def test_worker_count_does_not_change_a_single_bit(setup, one_and_two_workers):
+    """1 or 2 pool actors, or none (`num_workers: 0`, the trial's own process): same bits."""
     _, storage, _, _ = setup
+    run(setup, "zero", num_workers=0)
     one_images, one_labels = load_samples(storage, "one")
-    two_images, two_labels = load_samples(storage, "two")
     assert one_images.shape == (NUM_SAMPLES, 16, 16, 3) and one_images.dtype == np.uint8
     assert one_images.std() > 1.0  # real decoded samples, not a constant
-    assert np.array_equal(one_images, two_images)
-    assert np.array_equal(one_labels, two_labels)
+    for other in ("two", "zero"):
+        images, labels = load_samples(storage, other)
+        assert np.array_equal(one_images, images), other
+        assert np.array_equal(one_labels, labels), other
     assert np.array_equal(one_labels, class_labels(range(NUM_SAMPLES), 10, "balanced", 3).numpy())
 
 

@@ -137,6 +137,16 @@ def test_round_trip_gives_the_encoders_moments_for_image_and_flip(setup, built):
         torch.set_num_threads(threads)
 
 
+def test_the_trials_own_process_writes_the_same_cache(setup, built, tmp_path):
+    """`cache.num_actors: 0` encodes in the calling process (no pool): the same shards."""
+    cfg, _, ingested, _, weights, identity = setup
+    cfg = replace(cfg, cache=replace(cfg.cache, num_actors=0), storage=str(tmp_path))
+    here = build_latent_cache(cfg, Storage.from_uri(str(tmp_path)), ingested, weights, identity)
+    assert here.stats == built.stats and here.shards == built.shards
+    for name in ("mean", "logvar", "mean_flip", "logvar_flip"):
+        np.testing.assert_array_equal(read_moments(here, name), read_moments(built, name))
+
+
 def test_manifest_records_identities_shapes_and_statistics(setup, built):
     cfg, _, ingested, _, weights, identity = setup
     assert built.tokenizer_identity == identity

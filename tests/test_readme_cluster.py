@@ -161,6 +161,11 @@ def test_readme_ray_job_commands_work_as_written_on_s3(tmp_path, s3_endpoint):
                 "base": {
                     "dataset": {"root": str(tmp_path / "images")},
                     "tokenizer": {"family": "repae"},
+                    # As on a cluster: Train ranks stream through Ray Data, and the cache and
+                    # evaluations run on actor pools (the micro preset does neither).
+                    "resources": {"in_worker_data_mb": 0},
+                    "cache": {"num_actors": None},
+                    "evaluation": {"num_workers": None},
                 },
                 "search": {"grid": {"tokenizer.vf.foundation": ["standin"]}},
             }

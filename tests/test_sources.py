@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.config import PRESETS, resolve
-from orchestrator.data import image_dataset, ingest
+from orchestrator.data import image_dataset, indexed_images, ingest
 from orchestrator.data.export import export, find_ingest
 from orchestrator.data.listing import ClassIndex, read_val_labels
 from orchestrator.data.sources import SourceError
@@ -74,6 +74,15 @@ def test_parquet_shards_ingest_with_bad_rows_named(tmp_path, ray_local):
     rows = image_dataset(result, cfg, "val").take_all()
     assert sorted(int(r["label"]) for r in rows) == [0, 1, 2]
     assert rows[0]["image"].shape == (3, 16, 16)
+    # A pool of size 0 decodes the same images in its own process, in index order.
+    local = list(indexed_images(result, cfg, "train", view="resize_center").batches(4, "numpy"))
+    piped = image_dataset(result, cfg, "train", view="resize_center").take_all()
+    by_id = {r["image_id"]: r for r in piped}
+    assert [len(b["label"]) for b in local] == [4, 4, 3]
+    for batch in local:
+        for image, label, image_id in zip(batch["image"], batch["label"], batch["image_id"]):
+            np.testing.assert_array_equal(image, by_id[image_id]["image"])
+            assert label == by_id[image_id]["label"]
 
 
 def test_parquet_without_an_image_column_names_the_file(tmp_path, ray_local):

@@ -108,7 +108,10 @@ def _config(train_kit, root: Path, source: str, sources, workers: int = 2):
     cfg = train_kit.config(root, zero_stage=1, steps=2 * N, checkpoint_every=N, workers=workers)
     if source == "images":
         dataset = replace(cfg.dataset, source="folder", root=str(sources["tree"]), num_classes=4)
-        cfg = replace(cfg, dataset=dataset)
+        # The image runs stream through a Ray Data pipeline per rank, as ImageNet does; the
+        # latent runs fetch their rows in the workers (small data, the default).
+        resources = replace(cfg.resources, in_worker_data_mb=0)
+        cfg = replace(cfg, dataset=dataset, resources=resources)
     return cfg
 
 

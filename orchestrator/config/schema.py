@@ -261,7 +261,9 @@ class LatentCacheConfig:
     mode: Literal["cached", "on_the_fly"] = "cached"
     # Execution only (not part of the cache identity):
     batch_size: int = 64
-    num_actors: int | None = None  # null = the trial's whole share (sweep/resources.py)
+    # Null = the trial's whole share (sweep/resources.py); 0 = no pool: the trial's own process
+    # encodes (CPU only), as for `evaluation.num_workers`.
+    num_actors: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,7 +412,8 @@ class EvaluationConfig:
     # Cheap intermediate generator metric (for ASHA) every this many steps; 0 = off.
     intermediate_every: int = 0
     intermediate_samples: int = 256
-    # Actors per evaluation pool; null = the trial's whole share (never more, sweep/resources.py).
+    # Actors per evaluation pool; null = the trial's whole share (never more, sweep/resources.py);
+    # 0 = no pool: the trial's own process scores (CPU only; no actor to start per stage).
     num_workers: int | None = None
 
 
@@ -435,6 +438,10 @@ class ResourcesConfig:
     # Restarts of a training stage's worker group from its last checkpoint (Ray Train): the
     # only retry layer; Tune never reruns a failed trial (ARCHITECTURE.md, failures).
     max_failures: int = 2
+    # Training data of at most this many MB decoded (rows x bytes per row: the images, or the
+    # latent cache) is fetched by each Train rank in its own process; larger data streams
+    # through a Ray Data pipeline per rank (`orchestrator/data/stream.py`). 0: always stream.
+    in_worker_data_mb: float = 256.0
     # Sustained TFLOP/s per GPU the cost plan (`--dry-run`, `--budget`) converts FLOPs with:
     # an H100 SXM's 989 dense bf16 TFLOP/s at 40 % MFU (model FLOPs utilisation).
     tflops_per_gpu: float = 400.0

@@ -548,7 +548,7 @@ def _check_evaluation(e: EvaluationConfig) -> None:
             "from (0 turns iFID off)",
         )
     _positive(e.intermediate_every, "evaluation.intermediate_every", allow_zero=True)
-    _positive(e.num_workers, "evaluation.num_workers")
+    _positive(e.num_workers, "evaluation.num_workers", allow_zero=True)
     if e.inception_weights != "hub":
         _check_file(e.inception_weights, "evaluation.inception_weights")
     if e.fd_dinov2_weights not in (None, "hub"):
@@ -587,8 +587,19 @@ def _check_resources(cfg: ExperimentConfig) -> None:
     _positive(r.gpu_wait_s, "resources.gpu_wait_s", allow_zero=True)
     _positive(r.max_concurrent_trials, "resources.max_concurrent_trials")
     _positive(r.max_failures, "resources.max_failures", allow_zero=True)
+    _positive(r.in_worker_data_mb, "resources.in_worker_data_mb", allow_zero=True)
     _positive(r.tflops_per_gpu, "resources.tflops_per_gpu")
-    _positive(cfg.cache.num_actors, "cache.num_actors")
+    _positive(cfg.cache.num_actors, "cache.num_actors", allow_zero=True)
+    for path, workers in (
+        ("evaluation.num_workers", cfg.evaluation.num_workers),
+        ("cache.num_actors", cfg.cache.num_actors),
+    ):
+        if workers == 0 and r.use_gpu != "no":
+            raise ConfigError(
+                path,
+                "0 runs the stage in the trial's own process, which holds no GPU: set "
+                f"resources.use_gpu: no (it is {r.use_gpu!r}) or give the stage workers",
+            )
     _positive(cfg.cache.batch_size, "cache.batch_size")
     _positive(cfg.cache.rows_per_shard, "cache.rows_per_shard")
     _positive(cfg.cache.stats_samples, "cache.stats_samples")

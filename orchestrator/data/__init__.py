@@ -2,6 +2,7 @@
 
 ingest(cfg, storage) -> IngestResult                 validated index + skip report (stage)
 image_dataset(ingested, cfg, split, limit=None, view="adm")   decoded images (streaming)
+indexed_images(...)                                  the same as a pool's input (or decoded here)
 image_stream(ingested, cfg) -> TrainStream           the tokenizer's training rows
 build_latent_cache(cfg, storage, ingested, weights, identity) -> CacheManifest   (stage)
 latent_stream(manifest_or_dir, identity, seed) -> TrainStream   the generator's rows
@@ -28,6 +29,7 @@ _HOMES = {
     "build_latent_cache": "cache",
     "StaleIndexError": "images",
     "image_dataset": "images",
+    "indexed_images": "images",
     "image_stream": "images",
     "CacheManifest": "manifest",
     "TokenizerMismatchError": "manifest",

@@ -199,33 +199,33 @@ def _encode_shards(
     # Weights travel through the object store (read once here, from a path or a URI), so actors
     # on other nodes need no shared filesystem for the checkpoint.
     weights_ref = ray.put(read_weights(tokenizer_weights)[0])
-    written = ray.data.from_items(descriptors, override_num_blocks=len(descriptors)).map_batches(
+    written = chosen.map(
+        resources.Items(descriptors),
         RayShardEncoder,
-        batch_format="pyarrow",
-        # One shard per call: the shard, not the batch, is the unit of atomic write and resume.
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=chosen.size),
-        fn_constructor_kwargs={
+        {
             "weights_ref": weights_ref,
             "point": resources.point_id(cfg),
             **shard_encoder_kwargs(
                 cfg, storage, cache_rel, device=chosen.device, threads=chosen.threads
             ),
         },
-        **chosen.ray_args,
+        batch_format="pyarrow",
+        # One shard per call: the shard, not the batch, is the unit of atomic write and resume.
+        batch_size=1,
     )
     started, done, computed = time.monotonic(), 0, 0.0
-    for row in written.iter_rows():
-        done += 1
-        computed += row["compute_s"]
-        log.info(
-            "latent cache: shard %d written (%d rows); %d/%d this run, %.1f s",
-            row["shard"],
-            row["rows"],
-            done,
-            len(descriptors),
-            time.monotonic() - started,
-        )
+    for batch in written:
+        for shard, rows, compute_s in zip(batch["shard"], batch["rows"], batch["compute_s"]):
+            done += 1
+            computed += float(compute_s)
+            log.info(
+                "latent cache: shard %d written (%d rows); %d/%d this run, %.1f s",
+                shard,
+                rows,
+                done,
+                len(descriptors),
+                time.monotonic() - started,
+            )
     budget.record(computed * chosen.units)
 
 

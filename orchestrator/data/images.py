@@ -10,6 +10,7 @@ the same after a resume on any worker count) or `center` (the ADM crop, fixed).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,6 +118,20 @@ def image_dataset(
     completion order (no consumer of this dataset depends on the order: every row carries its
     `image_id`); training reads `image_stream` instead.
     """
+    return indexed_images(ingested, cfg, split, limit=limit, rows=rows, view=view).dataset()
+
+
+def indexed_images(
+    ingested: IngestResult,
+    cfg: ExperimentConfig,
+    split: str,
+    *,
+    limit: int | None = None,
+    rows: np.ndarray | None = None,
+    view: View = "adm",
+) -> IndexedImages:
+    """The images of `image_dataset` as a pool's input (`resources.Pool.map`): its Ray Dataset
+    for actors, or the same batches decoded in the calling process."""
     if split not in ingested.index_paths:
         raise KeyError(f"split {split!r} was not ingested (have {sorted(ingested.index_paths)})")
     index = read_table(ingested.index_paths[split], columns=["path", "row", "label", "image_id"])
@@ -126,19 +141,42 @@ def image_dataset(
         index = index.take(rows)
     if len(index) == 0:
         raise ValueError(f"split {split!r} has no valid images")
-    blocks = [
-        index.slice(start, IMAGES_PER_BLOCK) for start in range(0, len(index), IMAGES_PER_BLOCK)
-    ]
-    return ray.data.from_arrow(blocks).map_batches(
-        _decode_batch,
-        batch_format="pyarrow",
-        batch_size=IMAGES_PER_BLOCK,
-        fn_kwargs={
-            "resolution": cfg.dataset.resolution,
-            "max_pixels": cfg.dataset.max_image_pixels,
-            "view": view,
-        },
-    )
+    return IndexedImages(index, cfg.dataset.resolution, cfg.dataset.max_image_pixels, view)
+
+
+@dataclass(frozen=True)
+class IndexedImages:
+    """Rows of a validated index, decoded with a view: streamed by Ray Data, or here."""
+
+    index: pa.Table
+    resolution: int
+    max_pixels: int
+    view: View
+
+    def dataset(self) -> ray.data.Dataset:
+        blocks = [
+            self.index.slice(start, IMAGES_PER_BLOCK)
+            for start in range(0, len(self.index), IMAGES_PER_BLOCK)
+        ]
+        return ray.data.from_arrow(blocks).map_batches(
+            _decode_batch,
+            batch_format="pyarrow",
+            batch_size=IMAGES_PER_BLOCK,
+            fn_kwargs={
+                "resolution": self.resolution,
+                "max_pixels": self.max_pixels,
+                "view": self.view,
+            },
+        )
+
+    def batches(self, batch_size: int, batch_format: str) -> Iterator[dict[str, np.ndarray]]:
+        """Numpy batches of `batch_size` decoded images, in index order."""
+        if batch_format != "numpy":
+            raise ValueError(f"decoded images come as numpy batches, not {batch_format!r}")
+        for start in range(0, len(self.index), batch_size):
+            yield _decode_batch(
+                self.index.slice(start, batch_size), self.resolution, self.max_pixels, self.view
+            )
 
 
 @functools.lru_cache(maxsize=2)
@@ -158,6 +196,10 @@ class ImageRows:
     resolution: int
     max_pixels: int
     train_crop: Literal["random", "center"]
+
+    @property
+    def row_bytes(self) -> int:
+        return 3 * self.resolution**2 * 4 + 8  # float32 image, int64 label
 
     def order(self, seed: int, epoch: int) -> np.ndarray:
         # The index is in class order: a global permutation per epoch, not a local shuffle.

@@ -40,6 +40,7 @@ class LatentRows:
     shard_uris: tuple[str, ...]
     shard_rows: tuple[int, ...]
     columns: tuple[str, ...]
+    row_bytes: int
 
     @property
     def num_rows(self) -> int:
@@ -81,9 +82,15 @@ def latent_stream(
     """
     manifest = load_manifest(manifest_or_dir)
     check_tokenizer(manifest, expected_tokenizer_identity)
+    moments = moment_columns(manifest.flip, manifest.deterministic)
     rows = LatentRows(
         shard_uris=tuple(manifest.shard_uris()),
         shard_rows=tuple(int(shard["rows"]) for shard in manifest.shards),
-        columns=("index", "label", *moment_columns(manifest.flip, manifest.deterministic)),
+        columns=("index", "label", *moments),
+        # Moments as stored, plus the int64 index and label.
+        row_bytes=len(moments)
+        * int(np.prod(manifest.latent_shape))
+        * np.dtype(manifest.storage_dtype).itemsize
+        + 16,
     )
     return TrainStream(rows, seed)

@@ -17,11 +17,18 @@ a resume reproduces), so the driver runs these datasets with `preserve_order`; R
 decodes blocks in parallel and only hands them out in order. Stream splitting
 (`streaming_split`) is not used: it assigns blocks to ranks by arrival, and the consumed rows
 would then not be a prefix of the epoch that a restarted driver could skip.
+
+Data that fits in memory (`resources.in_worker_data_mb`, decoded) skips the pipeline: each rank
+fetches the same rows of the same steps in its own process (`RankRows`). A Ray Data pipeline
+per rank costs a dataset-manager actor and pooled decode workers, each importing torch, plus an
+executor thread polling beside the training loop: on a laptop that was more CPU than fetching a
+few thousand small images inline. The rows, their order and the resume rule are the same.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,9 +41,11 @@ ROWS_PER_CALL = 64
 
 
 class RowSource(Protocol):
-    """Where rows come from: a fixed number of rows, an epoch's order, and a fetch by row id."""
+    """Where rows come from: a fixed number of rows (of `row_bytes` each, decoded), an epoch's
+    order, and a fetch by row id."""
 
     num_rows: int
+    row_bytes: int
 
     def order(self, seed: int, epoch: int) -> np.ndarray:
         """Row ids of epoch `epoch` in visiting order (a permutation of 0..num_rows-1)."""
@@ -109,15 +118,32 @@ class TrainStream:
     def num_rows(self) -> int:
         return self.source.num_rows
 
-    def datasets(
-        self, layout: StreamLayout, start_step: int, end_step: int
-    ) -> dict[str, ray.data.Dataset]:
-        """`train_<rank>`: that rank's rows of steps [start_step, end_step), in step order."""
+    def fits_in(self, megabytes: float) -> bool:
+        """Whether every decoded row together takes at most `megabytes`."""
+        return self.num_rows * self.source.row_bytes <= megabytes * 2**20
+
+    def rank_rows(self, layout: StreamLayout, start_step: int, end_step: int) -> list[RankRows]:
+        """Per rank, its rows of steps [start_step, end_step), fetched in the rank's process."""
+        self._check(layout)
+        return [
+            RankRows(
+                self.source, self.seed, layout, rank, start_step, max(end_step, start_step + 1)
+            )
+            for rank in range(layout.world_size)
+        ]
+
+    def _check(self, layout: StreamLayout) -> None:
         if layout.steps_per_epoch(self.num_rows) == 0:
             raise ValueError(
                 f"{self.num_rows} training rows give no full step of global batch "
                 f"{layout.global_batch}: lower the global batch size or add data"
             )
+
+    def datasets(
+        self, layout: StreamLayout, start_step: int, end_step: int
+    ) -> dict[str, ray.data.Dataset]:
+        """`train_<rank>`: that rank's rows of steps [start_step, end_step), in step order."""
+        self._check(layout)
         steps = max(end_step - start_step, 1)
         steps_per_call = max(1, ROWS_PER_CALL // layout.rank_rows)
         return {
@@ -135,6 +161,28 @@ class TrainStream:
             )
             for rank in range(layout.world_size)
         }
+
+
+@dataclass(frozen=True)
+class RankRows:
+    """One rank's rows of steps [start_step, end_step), fetched where they are iterated: the
+    `iter_batches` of a rank's Ray Dataset, row for row, without the pipeline."""
+
+    source: RowSource
+    seed: int
+    layout: StreamLayout
+    rank: int
+    start_step: int
+    end_step: int
+
+    def iter_batches(self, *, batch_size: int, **_ray_only) -> Iterator[dict[str, np.ndarray]]:
+        # Numpy batches, always. `_ray_only`: the format, `drop_last` and `prefetch_batches` of
+        # Ray's iterator, which `train/batches.py` passes; a step's rows are whole micro-batches.
+        for offset in range(self.end_step - self.start_step):
+            step = {"id": np.array([offset])}
+            rows = _rank_rows(step, self.source, self.seed, self.layout, self.rank, self.start_step)
+            for start in range(0, self.layout.rank_rows, batch_size):
+                yield {name: values[start : start + batch_size] for name, values in rows.items()}
 
 
 def rank_dataset_name(rank: int) -> str:

@@ -239,17 +239,15 @@ def _run_pool(
     # At most the trial's share of actors. The same thread count for every pool size: CPU
     # reductions may split by thread count.
     chosen = resources.pool(
-        cfg, "samples", num_workers or cfg.evaluation.num_workers, items=len(chunks)
+        cfg,
+        "samples",
+        cfg.evaluation.num_workers if num_workers is None else num_workers,
+        items=len(chunks),
     )
-    written = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
+    written = chosen.map(
+        resources.Items(chunks),
         ChunkGenerator,
-        batch_format="numpy",
-        # One chunk per call: the chunk is the batch, the unit of atomic write and of resume.
-        batch_size=1,
-        # One chunk queued per actor: chunks take seconds to minutes, so a free actor takes the
-        # next one instead of chunks piling up behind a busy (or still starting) actor.
-        compute=ray.data.ActorPoolStrategy(size=chosen.size, max_tasks_in_flight_per_actor=1),
-        fn_constructor_kwargs={
+        {
             # Weights travel through the object store, so actors need no shared filesystem.
             "generator_ref": ray.put(weights["generator"]),
             "tokenizer_ref": ray.put(weights["tokenizer"]),
@@ -261,7 +259,12 @@ def _run_pool(
             "point": resources.point_id(cfg),
             "evaluator": None if evaluator is None else dataclasses.asdict(evaluator),
         },
-        **chosen.ray_args,
+        batch_format="numpy",
+        # One chunk per call: the chunk is the batch, the unit of atomic write and of resume.
+        batch_size=1,
+        # One chunk queued per actor: chunks take seconds to minutes, so a free actor takes the
+        # next one instead of chunks piling up behind a busy (or still starting) actor.
+        max_tasks_in_flight_per_actor=1,
     )
     started = time.monotonic()
     data = gather_columns(written, chosen.units)

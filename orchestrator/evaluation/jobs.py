@@ -202,7 +202,7 @@ def evaluate_tokenizer(
     evaluator: EvaluatorSpec,
 ) -> dict:
     """Reconstruction metrics on the first `tokenizer_num_images` validation images (cached)."""
-    from orchestrator.data import image_dataset
+    from orchestrator.data import indexed_images
     from workloads.metrics.frechet import fid_from_features
     from workloads.metrics.latent_proxies import LNC_MAX_LATENTS
     from workloads.metrics.names import metric_name
@@ -214,7 +214,7 @@ def evaluate_tokenizer(
         return artifacts.read_done(rel)
     ev = cfg.evaluation
     tensors, sha = read_weights(tokenizer_weights)
-    compute, ray_args, actor, chosen = actor_pool(cfg)
+    actor, chosen = actor_pool(cfg)
     plan = {
         **actor,
         "tokenizer": tokenizer_spec(cfg),
@@ -232,16 +232,15 @@ def evaluate_tokenizer(
     bank = bank_locators(cfg, ingested) if ev.proxy_train_images else None
     plan["bank"] = None if bank is None else ray.put(bank)
     # The reference evaluates its tokenizer on Resize(256) + CenterCrop(256), not the ADM crop.
-    dataset = image_dataset(
+    images = indexed_images(
         ingested, cfg, cfg.dataset.val_split, limit=ev.tokenizer_num_images, view="resize_center"
     )
-    scored = dataset.map_batches(
+    scored = chosen.map(
+        images,
         ReconstructionScorer,
-        fn_constructor_kwargs={"plan": plan},
+        {"plan": plan},
         batch_size=ev.batch_size,
-        compute=compute,
         batch_format="numpy",
-        **ray_args,
     )
     # LNC compares at most LNC_MAX_LATENTS latents (memory: N^2).
     data = gather_columns(scored, chosen.units, caps={"latent": LNC_MAX_LATENTS})
@@ -252,29 +251,32 @@ def evaluate_tokenizer(
             f"evaluation.tokenizer_num_images asks for {ev.tokenizer_num_images:,} images but "
             f"split `{cfg.dataset.val_split}` holds {count:,}; lower it to at most {count:,}"
         )
-    recon_name = metric_name("rfid" if evaluator.kind == INCEPTION else "rfd_proxy", count)
-    metrics = {
-        "psnr": float(np.mean(data["psnr"])),
-        "ssim": float(np.mean(data["ssim"])),
-        recon_name: fid_from_features(data["feat_orig"], data["feat_rec"]),
-    }
-    if plan["lpips"]:
-        metrics["lpips"] = float(np.mean(data["lpips"]))
-    if "fd_orig" in data:
-        metrics[metric_name("rfd_dinov2", count)] = fid_from_features(
-            data["fd_orig"], data["fd_rec"]
-        )
-    if ev.uniformity_samples and count > 3 * 30:
-        pixels = data["pixel"][:, :, None, None]
-        uniformity = latent_uniformity(
-            pixels, num_samples=min(count, ev.uniformity_samples), seed=ev.seed
-        )
-        metrics.update(
-            density_cv=uniformity["density_cv"],
-            gini=uniformity["gini"],
-            norm_entropy=uniformity["normalized_entropy"],
-        )
-    metrics.update(latent_proxy_metrics(data, evaluator, count))
+    # The metrics from the gathered columns (Frechet distances, t-SNE uniformity, LNC) are
+    # evaluation compute too, done here rather than in the actors: counted as one core.
+    with budget.computing_here(units=1):
+        recon_name = metric_name("rfid" if evaluator.kind == INCEPTION else "rfd_proxy", count)
+        metrics = {
+            "psnr": float(np.mean(data["psnr"])),
+            "ssim": float(np.mean(data["ssim"])),
+            recon_name: fid_from_features(data["feat_orig"], data["feat_rec"]),
+        }
+        if plan["lpips"]:
+            metrics["lpips"] = float(np.mean(data["lpips"]))
+        if "fd_orig" in data:
+            metrics[metric_name("rfd_dinov2", count)] = fid_from_features(
+                data["fd_orig"], data["fd_rec"]
+            )
+        if ev.uniformity_samples and count > 3 * 30:
+            pixels = data["pixel"][:, :, None, None]
+            uniformity = latent_uniformity(
+                pixels, num_samples=min(count, ev.uniformity_samples), seed=ev.seed
+            )
+            metrics.update(
+                density_cv=uniformity["density_cv"],
+                gini=uniformity["gini"],
+                norm_entropy=uniformity["normalized_entropy"],
+            )
+        metrics.update(latent_proxy_metrics(data, evaluator, count))
     summary = {
         "metrics": metrics,
         "labels": counted_labels(metrics),
@@ -416,25 +418,20 @@ class FeatureScorer:
 
 
 def collect_features(
-    dataset: ray.data.Dataset,
+    source: resources.PoolInput,
     cfg: ExperimentConfig,
     evaluator: EvaluatorSpec,
     storage: Storage,
     batch_size: int,
 ) -> dict[str, np.ndarray]:
-    compute, ray_args, actor, chosen = actor_pool(cfg)
+    actor, chosen = actor_pool(cfg)
     plan = {
         **actor,
         "evaluator": evaluator.__dict__,
         "storage": storage.uri,
     }
-    scored = dataset.map_batches(
-        FeatureScorer,
-        fn_constructor_kwargs={"plan": plan},
-        batch_size=batch_size,
-        compute=compute,
-        batch_format="numpy",
-        **ray_args,
+    scored = chosen.map(
+        source, FeatureScorer, {"plan": plan}, batch_size=batch_size, batch_format="numpy"
     )
     return gather_columns(scored, chosen.units)
 
@@ -482,7 +479,7 @@ def reference_statistics(
     """
     if cfg.evaluation.reference_stats:
         return adm_reference(cfg, storage, evaluator)
-    from orchestrator.data import image_dataset
+    from orchestrator.data import indexed_images
     from workloads.metrics.frechet import FeatureStats
     from workloads.metrics.names import PR_IMAGES
     from workloads.metrics.precision_recall import reference_rows
@@ -496,7 +493,7 @@ def reference_statistics(
     if cached is not None:
         return cached
     features = collect_features(
-        image_dataset(ingested, cfg, split), cfg, evaluator, storage, cfg.evaluation.batch_size
+        indexed_images(ingested, cfg, split), cfg, evaluator, storage, cfg.evaluation.batch_size
     )
     names = ["pool", "spatial"] if evaluator.kind == INCEPTION else ["proxy"]
     stats = {n: FeatureStats.from_features(features[n]) for n in names}
@@ -532,7 +529,7 @@ def adm_reference(cfg: ExperimentConfig, storage: Storage, evaluator: EvaluatorS
         np.savez(buffer, images=part, labels=np.zeros(len(part), np.int64))
         storage.write_bytes(buffer.getvalue(), rel, "chunks", f"{index:05d}.npz")
         chunks.append({"chunk": f"{rel}/chunks/{index:05d}.npz"})
-    features = collect_features(ray.data.from_items(chunks), cfg, evaluator, storage, batch_size=1)
+    features = collect_features(resources.Items(chunks), cfg, evaluator, storage, batch_size=1)
     pr = features["pool"].astype(np.float32)
     _write_stats(storage, rel, identity, batch.stats, pr)
     return Reference(batch.stats, pr, identity)
@@ -588,25 +585,28 @@ def evaluate_generator(
     manifest, features = samples.manifest, samples.features
     reference = reference_statistics(cfg, storage, ingested, evaluator)
     count = len(features["label"])
-    if evaluator.kind == INCEPTION:
-        check_pr_reference(cfg, reference, count)
-        metrics = inception_generation_metrics(features, reference.stats, reference.pr_features)
-    else:
-        generated = features["proxy"]
-        pr_count = check_pr_reference(cfg, reference, count)
-        precision, recall = precision_recall(
-            reference.pr_features[:pr_count], generated[:pr_count].astype(np.float32)
-        )
-        metrics = {
-            metric_name("fd_proxy", count): frechet_distance(
-                reference.stats["proxy"], FeatureStats.from_features(generated)
-            ),
-            metric_name("class_consistency", count): float(
-                np.mean(features["pred"] == features["label"])
-            ),
-            metric_name("precision_proxy", pr_count): precision,
-            metric_name("recall_proxy", pr_count): recall,
-        }
+    # Frechet distances and precision/recall over the features: evaluation compute, here
+    # (counted as one core).
+    with budget.computing_here(units=1):
+        if evaluator.kind == INCEPTION:
+            check_pr_reference(cfg, reference, count)
+            metrics = inception_generation_metrics(features, reference.stats, reference.pr_features)
+        else:
+            generated = features["proxy"]
+            pr_count = check_pr_reference(cfg, reference, count)
+            precision, recall = precision_recall(
+                reference.pr_features[:pr_count], generated[:pr_count].astype(np.float32)
+            )
+            metrics = {
+                metric_name("fd_proxy", count): frechet_distance(
+                    reference.stats["proxy"], FeatureStats.from_features(generated)
+                ),
+                metric_name("class_consistency", count): float(
+                    np.mean(features["pred"] == features["label"])
+                ),
+                metric_name("precision_proxy", pr_count): precision,
+                metric_name("recall_proxy", pr_count): recall,
+            }
     labels = counted_labels(metrics)
     spec = eval_spec(cfg, count, reference, evaluator, manifest)
     images, sample_labels = first_samples(storage, rel, manifest, GRID_SAMPLES)

@@ -90,15 +90,17 @@ def record(unit_seconds: float) -> None:
 
 
 @contextmanager
-def computing_here():
-    """Count the block as compute of this process with all its torch threads (the driver's own
-    training of the shared networks)."""
-    import torch
-
+def computing_here(units: float | None = None):
+    """Count the block as compute of this process: with all its torch threads (the driver's own
+    training of the shared networks), or as `units` (one core for a metric's reductions)."""
     clock = ComputeClock()
     with clock:
         yield
-    record(clock.seconds * torch.get_num_threads())
+    if units is None:
+        import torch
+
+        units = torch.get_num_threads()
+    record(clock.seconds * units)
 
 
 def per_row(seconds: float, rows: int):

@@ -40,11 +40,15 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from orchestrator.config import ConfigError, ExperimentConfig
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SIMULATE_ENV = "LDM_SIMULATE_GPUS"
 
@@ -160,7 +164,8 @@ def share(cfg: ExperimentConfig, gpu: bool | None = None) -> Share:
 
 @dataclass(frozen=True)
 class Pool:
-    """An actor pool of one stage: `size` actors, each with `ray_args` and `threads`."""
+    """An actor pool of one stage: `size` actors, each with `ray_args` and `threads`; size 0
+    is the trial's own process (`map`)."""
 
     size: int
     ray_args: dict
@@ -169,13 +174,89 @@ class Pool:
     # Compute units of one actor (`sweep/budget.py`): its GPU, else its CPUs.
     units: float
 
+    def map(
+        self,
+        source: PoolInput,
+        worker: type,
+        kwargs: dict,
+        *,
+        batch_size: int,
+        batch_format: str,
+        **strategy,
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """`worker(**kwargs)(batch)` over the batches of `source`, as numpy columns.
+
+        On `size` Ray Data actors over the source's Ray Dataset (`strategy`: more
+        `ActorPoolStrategy` options), or, for a pool of size 0, on one instance in this process
+        over the source's own batches: the same class and the same batches, without an actor to
+        start or a Ray Data pipeline to run. On a small run each stage's pool was a process
+        importing torch and loading its networks, and each input pipeline seconds of scheduling,
+        for about a second of work (issue 16)."""
+        if self.size == 0:
+            import pyarrow as pa
+
+            instance = worker(**kwargs)
+            for batch in source.batches(batch_size, batch_format):
+                out = instance(batch)
+                if isinstance(out, pa.Table):
+                    out = {name: out.column(name).to_numpy() for name in out.column_names}
+                yield out
+            return
+        import ray
+
+        mapped = source.dataset().map_batches(
+            worker,
+            fn_constructor_kwargs=kwargs,
+            batch_size=batch_size,
+            batch_format=batch_format,
+            compute=ray.data.ActorPoolStrategy(size=self.size, **strategy),
+            **self.ray_args,
+        )
+        yield from mapped.iter_batches(batch_size=None, batch_format="numpy")
+
+
+class PoolInput(Protocol):
+    """What a pool maps over: a Ray Dataset for actors, or the same batches made here."""
+
+    def dataset(self): ...
+
+    def batches(self, batch_size: int, batch_format: str) -> Iterator: ...
+
+
+@dataclass(frozen=True)
+class Items:
+    """Work items of a pool (chunks, shards): rows of scalar or list columns."""
+
+    rows: list[dict]
+
+    def dataset(self):
+        import ray
+
+        # One block per item: every item is a unit of work, spread over the actors.
+        return ray.data.from_items(self.rows, override_num_blocks=len(self.rows))
+
+    def batches(self, batch_size: int, batch_format: str) -> Iterator:
+        import numpy as np
+        import pyarrow as pa
+
+        for start in range(0, len(self.rows), batch_size):
+            part = self.rows[start : start + batch_size]
+            if batch_format == "pyarrow":
+                yield pa.Table.from_pylist(part)
+            else:
+                yield {name: np.asarray([row[name] for row in part]) for name in part[0]}
+
 
 def pool(
     cfg: ExperimentConfig, stage: str, requested: int | None, items: int | None = None
 ) -> Pool:
     """`stage`'s actor pool: `requested` actors (config; default the whole share), never more
-    than the trial's share nor than the work items."""
+    than the trial's share nor than the work items; `requested` 0 is the trial's own process
+    (CPU only, `config/validation.py`: a trial's driver holds no GPU)."""
     s = share(cfg)
+    if requested == 0:
+        record_placement("pool", point_id(cfg), stage=stage, size=0, per_actor={})
+        return Pool(0, {}, device(False), max(1, int(s.cpus)), s.units)
     size = max(1, min(requested or s.slots, s.slots, items or s.slots))
     ray_args = {"num_cpus": s.cpus, **({"num_gpus": 1} if s.gpu else {})}
     record_placement("pool", point_id(cfg), stage=stage, size=size, per_actor=ray_args)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from orchestrator.data.stream import rank_dataset_name
+from orchestrator.data.stream import RankRows, rank_dataset_name
 from orchestrator.train.state import TrainState
 
 # Stream bookkeeping columns, not model inputs.
@@ -51,8 +51,11 @@ def optimizer_steps(
     raise RuntimeError(f"the data stream ended before step {state.global_step}")
 
 
-def rank_iterator(rank: int):
-    """This worker's dataset of the training stream (`train_<rank>`)."""
+def rank_iterator(rank: int, rank_rows: list[RankRows] | None):
+    """This worker's rows of the training stream: fetched here when the driver chose so (data
+    that fits in memory), else its Ray Dataset (`train_<rank>`)."""
+    if rank_rows is not None:
+        return rank_rows[rank]
     import ray.train
 
     return ray.train.get_dataset_shard(rank_dataset_name(rank))

@@ -266,11 +266,22 @@ def fit_stage(
         if workload == "tokenizer"
         else generator_stages(cfg, per_epoch)
     )
+    micro_batch = micro_batch_size(training, num_workers)
+    layout = StreamLayout(
+        world_size=num_workers,
+        micro_batch=micro_batch,
+        accumulation=training.gradient_accumulation_steps,
+    )
+    start_step = resume_step(storage, workload, rel.split("/", 1)[1])
+    end_step = sum(stage.steps for stage in stages)
+    # Small data is fetched by each rank itself; the rest streams (`stream.py`).
+    in_worker = stream.fits_in(resources.in_worker_data_mb)
+    datasets = {} if in_worker else stream.datasets(layout, start_step, end_step)
     plan = TrainPlan(
         workload=workload,
         experiment=to_dict(cfg),
         stages=stages,
-        micro_batch=micro_batch_size(training, num_workers),
+        micro_batch=micro_batch,
         storage_uri=storage.uri,
         run_rel=rel,
         inputs=inputs,
@@ -278,18 +289,11 @@ def fit_stage(
         debug_hooks=(hooks or DebugHooks()).to_dict(),
         progress=progress,
         stop_after_step=stop_after_step,
+        rank_rows=stream.rank_rows(layout, start_step, end_step) if in_worker else None,
     )
     # The trial's share (`sweep/resources.py`): one slot per worker; never a GPU the cluster
     # lacks (a Train run waiting for unsatisfiable resources retries forever instead of failing).
     share = policy.share(cfg)
-    layout = StreamLayout(
-        world_size=num_workers,
-        micro_batch=plan.micro_batch,
-        accumulation=training.gradient_accumulation_steps,
-    )
-    datasets = stream.datasets(
-        layout, resume_step(storage, workload, rel.split("/", 1)[1]), plan.total_steps
-    )
     os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S)
     options = DataConfig.default_ingest_options()
     # A rank's row order is what a resume reproduces: blocks are decoded in parallel but handed

@@ -169,7 +169,10 @@ def _train_worker(plan: TrainPlan) -> dict:
         workload.start(session.engine)
 
     data = optimizer_steps(
-        rank_iterator(rank), plan.micro_batch, training.gradient_accumulation_steps, state
+        rank_iterator(rank, plan.rank_rows),
+        plan.micro_batch,
+        training.gradient_accumulation_steps,
+        state,
     )
     reporter = Reporter(training, logger, rank, world_size, resumed_from=state.global_step)
     while True:

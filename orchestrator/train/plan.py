@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.loading import from_dict
 from orchestrator.config.schema import TrainingConfig
+from orchestrator.data.stream import RankRows
 from orchestrator.train.hooks import DebugHooks
 
 WORKLOADS = ("tokenizer", "generator")
@@ -43,6 +44,9 @@ class TrainPlan:
     progress: str | None = None
     # Checkpoint at this global step and leave the loop (training in rounds, for ASHA).
     stop_after_step: int | None = None
+    # Per rank, its rows when it fetches them itself (data that fits in memory); None: each
+    # rank reads its Ray Dataset `train_<rank>` (`orchestrator/data/stream.py`).
+    rank_rows: list[RankRows] | None = None
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -77,6 +81,7 @@ class TrainPlan:
             "debug_hooks": self.debug_hooks,
             "progress": self.progress,
             "stop_after_step": self.stop_after_step,
+            "rank_rows": self.rank_rows,
         }
 
     @classmethod
