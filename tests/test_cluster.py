@@ -28,8 +28,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def micro_cfg(**res):
+    """The micro preset with `res` resources, its evaluation and cache on pools as on a cluster
+    (the preset runs them in the trial's process, which holds no GPU)."""
     base = micro()
-    return resolve(replace(base, resources=replace(base.resources, **res)))
+    return resolve(
+        replace(
+            base,
+            resources=replace(base.resources, **res),
+            cache=replace(base.cache, num_actors=None),
+            evaluation=replace(base.evaluation, num_workers=None),
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -281,6 +281,12 @@ def test_a_different_run_is_not_mixed_into_existing_samples(setup, one_and_two_w
 
 def test_gpu_required_but_absent_fails_fast(setup, ray_local):
     cfg, _, _, _ = setup
-    on_gpu = replace(cfg, resources=replace(cfg.resources, use_gpu="yes", gpu_wait_s=0))
-    with pytest.raises(ConfigError, match="no GPU"):
+    on_gpu = replace(
+        cfg,
+        resources=replace(cfg.resources, use_gpu="yes", gpu_wait_s=0),
+        # GPU actors (the micro preset scores and encodes in the trial's process).
+        cache=replace(cfg.cache, num_actors=None),
+        evaluation=replace(cfg.evaluation, num_workers=None),
+    )
+    with pytest.raises(ConfigError, match="the Ray cluster has no GPU"):
         run(setup, "gpu", cfg=on_gpu)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from orchestrator.config import PRESETS, ExperimentConfig, resolve
 from orchestrator.config.schema import EmbeddedDatasetConfig
-from orchestrator.data import IngestError, image_dataset, ingest
+from orchestrator.data import IngestError, indexed_images, ingest
 from orchestrator.data.listing import discover_classes
 from orchestrator.storage.store import Storage
 from workloads.datasets.decode import decode_file
@@ -176,9 +176,9 @@ def test_too_many_skips_fail_with_counts_and_report(tree, ingested):
     assert result.report_path in message and "\n" not in message
 
 
-def test_image_dataset_streams_cropped_images_of_valid_files(ingested):
+def test_indexed_images_stream_cropped_images_of_valid_files(ingested):
     cfg, _, result = ingested
-    rows = image_dataset(result, cfg, "train", limit=5).take_all()
+    rows = indexed_images(result, cfg, "train", limit=5).dataset().take_all()
     index = pq.read_table(result.index_paths["train"]).slice(0, 5).to_pylist()
     assert [row["image_id"] for row in rows] == [row["image_id"] for row in index]
     for row, entry in zip(rows, index):

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.config import PRESETS, resolve
-from orchestrator.data import image_dataset, indexed_images, ingest
+from orchestrator.data import indexed_images, ingest
 from orchestrator.data.export import export, find_ingest
 from orchestrator.data.listing import ClassIndex, read_val_labels
 from orchestrator.data.sources import SourceError
@@ -71,12 +71,12 @@ def test_parquet_shards_ingest_with_bad_rows_named(tmp_path, ray_local):
     assert report["skipped"][0]["path"].endswith("train-00001-of-00002.parquet#row=1")
     index = pq.read_table(result.index_paths["train"])
     assert index["row"].to_pylist()[:6] == list(range(6))
-    rows = image_dataset(result, cfg, "val").take_all()
+    rows = indexed_images(result, cfg, "val").dataset().take_all()
     assert sorted(int(r["label"]) for r in rows) == [0, 1, 2]
     assert rows[0]["image"].shape == (3, 16, 16)
     # A pool of size 0 decodes the same images in its own process, in index order.
     local = list(indexed_images(result, cfg, "train", view="resize_center").batches(4, "numpy"))
-    piped = image_dataset(result, cfg, "train", view="resize_center").take_all()
+    piped = indexed_images(result, cfg, "train", view="resize_center").dataset().take_all()
     by_id = {r["image_id"]: r for r in piped}
     assert [len(b["label"]) for b in local] == [4, 4, 3]
     for batch in local:
@@ -194,7 +194,7 @@ def test_webdataset_tars_ingest_with_bad_members_named(tmp_path, ray_local):
     report = json.loads(Path(result.report_path).read_text())
     assert report["skipped"][0]["path"].split("/")[-1].startswith("train-000001.tar#row=")
     assert report["skipped"][0]["image_id"] == "train-000001.tar/000006.png"
-    rows = image_dataset(result, cfg, "train").take_all()
+    rows = indexed_images(result, cfg, "train").dataset().take_all()
     assert sorted(int(r["label"]) for r in rows) == sorted(i % 3 for i in range(10) if i != 6)
 
 

@@ -1,8 +1,8 @@
 """The data plane on Ray Data: ingestion, decoded images, the latent cache and its reader.
 
 ingest(cfg, storage) -> IngestResult                 validated index + skip report (stage)
-image_dataset(ingested, cfg, split, limit=None, view="adm")   decoded images (streaming)
-indexed_images(...)                                  the same as a pool's input (or decoded here)
+indexed_images(ingested, cfg, split, limit=None, view="adm")   decoded images: .dataset()
+                                                     streams them, .batches() decodes here
 image_stream(ingested, cfg) -> TrainStream           the tokenizer's training rows
 build_latent_cache(cfg, storage, ingested, weights, identity) -> CacheManifest   (stage)
 latent_stream(manifest_or_dir, identity, seed) -> TrainStream   the generator's rows
@@ -28,7 +28,6 @@ from orchestrator.data.ingest import ingest as ingest
 _HOMES = {
     "build_latent_cache": "cache",
     "StaleIndexError": "images",
-    "image_dataset": "images",
     "indexed_images": "images",
     "image_stream": "images",
     "CacheManifest": "manifest",

@@ -101,44 +101,21 @@ def _decode_batch(
     }
 
 
-def image_dataset(
-    ingested: IngestResult,
-    cfg: ExperimentConfig,
-    split: str,
-    *,
-    limit: int | None = None,
-    rows: np.ndarray | None = None,
-    view: View = "adm",
-) -> ray.data.Dataset:
-    """Columns `image` (float32 (3, R, R) in [-1, 1]), `label` (int64), `image_id` (string).
-
-    Built from the validated index, in index order for the first `limit` rows (or the index
-    rows `rows`, e.g. a seeded sample across classes); decoding is a
-    streaming `map_batches`, so memory holds a few blocks, not the split. Rows come out in
-    completion order (no consumer of this dataset depends on the order: every row carries its
-    `image_id`); training reads `image_stream` instead.
-    """
-    return indexed_images(ingested, cfg, split, limit=limit, rows=rows, view=view).dataset()
-
-
 def indexed_images(
     ingested: IngestResult,
     cfg: ExperimentConfig,
     split: str,
     *,
     limit: int | None = None,
-    rows: np.ndarray | None = None,
     view: View = "adm",
 ) -> IndexedImages:
-    """The images of `image_dataset` as a pool's input (`resources.Pool.map`): its Ray Dataset
-    for actors, or the same batches decoded in the calling process."""
+    """The first `limit` (default all) images of a split's validated index, in index order, with
+    a view: a Ray Dataset or a pool's input (`IndexedImages`)."""
     if split not in ingested.index_paths:
         raise KeyError(f"split {split!r} was not ingested (have {sorted(ingested.index_paths)})")
     index = read_table(ingested.index_paths[split], columns=["path", "row", "label", "image_id"])
     if limit is not None:
         index = index.slice(0, limit)
-    if rows is not None:
-        index = index.take(rows)
     if len(index) == 0:
         raise ValueError(f"split {split!r} has no valid images")
     return IndexedImages(index, cfg.dataset.resolution, cfg.dataset.max_image_pixels, view)
@@ -146,7 +123,9 @@ def indexed_images(
 
 @dataclass(frozen=True)
 class IndexedImages:
-    """Rows of a validated index, decoded with a view: streamed by Ray Data, or here."""
+    """Rows of a validated index, decoded with a view, as columns `image` (float32 (3, R, R) in
+    [-1, 1]), `label` (int64), `image_id` (string): streamed by Ray Data for a pool's actors
+    (`dataset`), or decoded in the calling process (`batches`, a pool of size 0)."""
 
     index: pa.Table
     resolution: int
@@ -154,6 +133,9 @@ class IndexedImages:
     view: View
 
     def dataset(self) -> ray.data.Dataset:
+        """Decoding is a streaming `map_batches`, so memory holds a few blocks, not the split.
+        Rows come out in completion order (no consumer depends on the order: every row carries
+        its `image_id`); training reads `image_stream` instead."""
         blocks = [
             self.index.slice(start, IMAGES_PER_BLOCK)
             for start in range(0, len(self.index), IMAGES_PER_BLOCK)

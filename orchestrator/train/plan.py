@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from orchestrator.config import ExperimentConfig
 from orchestrator.config.loading import from_dict
 from orchestrator.config.schema import TrainingConfig
-from orchestrator.data.stream import RankRows
 from orchestrator.train.hooks import DebugHooks
+
+if TYPE_CHECKING:
+    # Not at run time: the CLI plans (`sweep/cost.py`) import this module before Ray may load.
+    from orchestrator.data.stream import RankRows
 
 WORKLOADS = ("tokenizer", "generator")
 
