@@ -339,6 +339,13 @@ class SyntheticRows:
     num_rows: int
     shape: tuple
 
+    @property
+    def row_bytes(self) -> int:
+        import math
+
+        # float32 image, or four float32 moment tensors; an int64 label.
+        return (1 if self.workload == "tokenizer" else 4) * 4 * math.prod(self.shape) + 8
+
     def order(self, seed, epoch):
         import numpy as np
 
