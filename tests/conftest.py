@@ -52,6 +52,24 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def run_sweep(space: Path, storage: Path, trials: int):
+    """`python -m orchestrator.frontier --space SPACE --storage STORAGE` as a user runs it (its
+    own local Ray, MLflow on SQLite under the storage); asserts exit 0 and `trials` finished."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.frontier", "--space", str(space)]
+        + ["--storage", str(storage)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert f"trials: {trials} finished" in result.stdout, result.stdout[-2000:]
+    return result
+
+
 class LocalRayHead:
     """One local head node with the Jobs API; `submit()` runs a job to the end and keeps its logs."""
 

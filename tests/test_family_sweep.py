@@ -15,11 +15,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_sweep
 
 SPACE = """\
 name: families
@@ -46,16 +43,7 @@ search:
 def test_one_point_per_family_runs_end_to_end(tmp_path):
     space, storage = tmp_path / "families.yaml", tmp_path / "store"
     space.write_text(SPACE)
-    result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.frontier", "--space", str(space)]
-        + ["--storage", str(storage)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "trials: 5 finished" in result.stdout, result.stdout[-2000:]
+    run_sweep(space, storage, trials=5)
 
     with open(storage / "sweeps" / "families" / "frontier.csv") as f:
         rows = list(csv.DictReader(f))

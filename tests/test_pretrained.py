@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import run_sweep
 from safetensors.torch import load_file, save_file
 
 from orchestrator.config import PRESETS, ConfigError, expand, resolve, stage_keys
@@ -320,16 +319,7 @@ def test_micro_sweep_with_pretrained_tokenizer_and_generator(tmp_path):
         {"tokenizer": {"pretrained": str(tokenizer_file), "vf": {"foundation": "none"}}},
         {"generator.pretrained": [None, str(dit)]},
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.frontier", "--space", str(space)]
-        + ["--storage", str(storage)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "trials: 2 finished" in result.stdout
+    run_sweep(space, storage, trials=2)
 
     trained, imported = expand(load_sweep(space), {"storage": str(storage)})
     assert trained.keys.tokenizer == imported.keys.tokenizer
