@@ -438,9 +438,10 @@ class ResourcesConfig:
     # Restarts of a training stage's worker group from its last checkpoint (Ray Train): the
     # only retry layer; Tune never reruns a failed trial (ARCHITECTURE.md, failures).
     max_failures: int = 2
-    # Training data of at most this many MB decoded (rows x bytes per row: the images, or the
-    # latent cache) is fetched by each Train rank in its own process; larger data streams
-    # through a Ray Data pipeline per rank (`orchestrator/data/stream.py`). 0: always stream.
+    # Training data of at most this many MB as read (rows x bytes per row: float32 images, or
+    # the latent cache's moments as stored) is fetched by each Train rank in its own process;
+    # larger data streams through a Ray Data pipeline per rank (`orchestrator/data/stream.py`).
+    # 0: always stream.
     in_worker_data_mb: float = 256.0
     # Sustained TFLOP/s per GPU the cost plan (`--dry-run`, `--budget`) converts FLOPs with:
     # an H100 SXM's 989 dense bf16 TFLOP/s at 40 % MFU (model FLOPs utilisation).

@@ -18,7 +18,7 @@ decodes blocks in parallel and only hands them out in order. Stream splitting
 (`streaming_split`) is not used: it assigns blocks to ranks by arrival, and the consumed rows
 would then not be a prefix of the epoch that a restarted driver could skip.
 
-Data that fits in memory (`resources.in_worker_data_mb`, decoded) skips the pipeline: each rank
+Data that fits in memory (`resources.in_worker_data_mb`, as read) skips the pipeline: each rank
 fetches the same rows of the same steps in its own process (`RankRows`). A Ray Data pipeline
 per rank costs a dataset-manager actor and pooled decode workers, each importing torch, plus an
 executor thread polling beside the training loop: on a laptop that was more CPU than fetching a
@@ -41,7 +41,7 @@ ROWS_PER_CALL = 64
 
 
 class RowSource(Protocol):
-    """Where rows come from: a fixed number of rows (of `row_bytes` each, decoded), an epoch's
+    """Where rows come from: a fixed number of rows (of `row_bytes` each as read), an epoch's
     order, and a fetch by row id."""
 
     num_rows: int
@@ -119,32 +119,33 @@ class TrainStream:
         return self.source.num_rows
 
     def fits_in(self, megabytes: float) -> bool:
-        """Whether every decoded row together takes at most `megabytes`."""
+        """Whether every row together, as read (`RowSource.row_bytes`), takes at most
+        `megabytes`."""
         return self.num_rows * self.source.row_bytes <= megabytes * 2**20
 
-    def rank_rows(self, layout: StreamLayout, start_step: int, end_step: int) -> list[RankRows]:
-        """Per rank, its rows of steps [start_step, end_step), fetched in the rank's process."""
-        self._check(layout)
-        return [
-            RankRows(
-                self.source, self.seed, layout, rank, start_step, max(end_step, start_step + 1)
-            )
-            for rank in range(layout.world_size)
-        ]
-
-    def _check(self, layout: StreamLayout) -> None:
+    def _steps(self, layout: StreamLayout, start_step: int, end_step: int) -> int:
+        """Steps a rank's rows span from `start_step`: at least one (a run resumed at its last
+        checkpoint only exports, but its stream must not be empty)."""
         if layout.steps_per_epoch(self.num_rows) == 0:
             raise ValueError(
                 f"{self.num_rows} training rows give no full step of global batch "
                 f"{layout.global_batch}: lower the global batch size or add data"
             )
+        return max(end_step - start_step, 1)
+
+    def rank_rows(self, layout: StreamLayout, start_step: int, end_step: int) -> list[RankRows]:
+        """Per rank, its rows of steps [start_step, end_step), fetched in the rank's process."""
+        stop = start_step + self._steps(layout, start_step, end_step)
+        return [
+            RankRows(self.source, self.seed, layout, rank, start_step, stop)
+            for rank in range(layout.world_size)
+        ]
 
     def datasets(
         self, layout: StreamLayout, start_step: int, end_step: int
     ) -> dict[str, ray.data.Dataset]:
         """`train_<rank>`: that rank's rows of steps [start_step, end_step), in step order."""
-        self._check(layout)
-        steps = max(end_step - start_step, 1)
+        steps = self._steps(layout, start_step, end_step)
         steps_per_call = max(1, ROWS_PER_CALL // layout.rank_rows)
         return {
             rank_dataset_name(rank): ray.data.range(steps).map_batches(

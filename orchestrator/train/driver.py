@@ -275,8 +275,10 @@ def fit_stage(
     start_step = resume_step(storage, workload, rel.split("/", 1)[1])
     end_step = sum(stage.steps for stage in stages)
     # Small data is fetched by each rank itself; the rest streams (`stream.py`).
-    in_worker = stream.fits_in(resources.in_worker_data_mb)
-    datasets = {} if in_worker else stream.datasets(layout, start_step, end_step)
+    if stream.fits_in(resources.in_worker_data_mb):
+        datasets, rank_rows = {}, stream.rank_rows(layout, start_step, end_step)
+    else:
+        datasets, rank_rows = stream.datasets(layout, start_step, end_step), None
     plan = TrainPlan(
         workload=workload,
         experiment=to_dict(cfg),
@@ -289,7 +291,7 @@ def fit_stage(
         debug_hooks=(hooks or DebugHooks()).to_dict(),
         progress=progress,
         stop_after_step=stop_after_step,
-        rank_rows=stream.rank_rows(layout, start_step, end_step) if in_worker else None,
+        rank_rows=rank_rows,
     )
     # The trial's share (`sweep/resources.py`): one slot per worker; never a GPU the cluster
     # lacks (a Train run waiting for unsatisfiable resources retries forever instead of failing).
