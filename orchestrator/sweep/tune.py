@@ -678,7 +678,9 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume, phase: str |
             max_concurrent_trials=ctx.concurrency,
             # A finished trial's process runs the next point (same reservation): its torch,
             # MLflow and Ray Train imports (~4 core-s) and decoded dataset are not paid again.
-            reuse_actors=True,
+            # Not under ASHA: a stopped trial's thread unwinds (stage lock, MLflow run) only when
+            # the next trial resets the process, and Tune fails that trial if it takes over 2 s.
+            reuse_actors=scheduler is None,
             search_alg=search_alg,
             scheduler=scheduler,
         ),
