@@ -677,7 +677,7 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume, phase: str |
             num_samples=num_samples,
             max_concurrent_trials=ctx.concurrency,
             # A finished trial's process runs the next point (same reservation): its torch,
-            # MLflow and Ray Train imports (~4 core-s) and decoded dataset are not paid again.
+            # MLflow and Ray Train imports (~4 core-s) and cached dataset indexes are not paid again.
             # Not under ASHA: a stopped trial's thread unwinds (stage lock, MLflow run) only when
             # the next trial resets the process, and Tune fails that trial if it takes over 2 s.
             reuse_actors=scheduler is None,
