@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 from orchestrator.config import ExperimentConfig, SweepPoint, latent_grid, to_dict
-from orchestrator.train.plan import epoch_steps, generator_stages, tokenizer_stages
+from orchestrator.train.plan import epoch_steps, generator_stages, run_length, tokenizer_stages
 
 # ImageNet-1k's training split: the size a `folder`/`parquet`/`webdataset` config with 1000
 # classes is planned with when no `dataset.max_images` bounds it (the dry run reads no data).
@@ -300,7 +300,7 @@ def point_costs(point: SweepPoint) -> list[StageCost]:
         costs.append(StageCost("latent cache", keys.cache, images, "image", views * enc))
         dit = generator_forward(cfg)
         per_epoch = max(1, epoch_steps(images, gen.training, cfg.resources.generator_workers))
-        steps = sum(s.steps for s in generator_stages(cfg, per_epoch))
+        steps = run_length(generator_stages(cfg, per_epoch))
         batch = gen.training.global_batch_size
         costs.append(StageCost("generator", keys.generator, steps, "step", 3 * dit * batch))
     else:
@@ -329,7 +329,7 @@ def tokenizer_training(
     batch = tok.training.global_batch_size
     per_epoch = max(1, epoch_steps(images, tok.training, cfg.resources.tokenizer_workers))
     stages = tokenizer_stages(cfg, per_epoch)
-    total = sum(s.steps for s in stages)
+    total = run_length(stages)
     if tok.decoder is not None:
         # RAE: the frozen encoder (the foundation model) runs forward only.
         base = enc + 3 * dec

@@ -36,6 +36,7 @@ from orchestrator.train.plan import (
     epoch_steps,
     generator_stages,
     micro_batch_size,
+    run_length,
     tokenizer_stages,
 )
 from orchestrator.train.rendezvous import LoopbackTorchConfig
@@ -273,7 +274,7 @@ def fit_stage(
         accumulation=training.gradient_accumulation_steps,
     )
     start_step = resume_step(storage, workload, rel.split("/", 1)[1])
-    end_step = sum(stage.steps for stage in stages)
+    end_step = run_length(stages)
     # Small data is fetched by each rank itself; the rest streams (`stream.py`).
     if stream.fits_in(resources.in_worker_data_mb):
         datasets, rank_rows = {}, stream.rank_rows(layout, start_step, end_step)

@@ -33,6 +33,11 @@ class StagePlan:
     overrides: dict = field(default_factory=dict)
 
 
+def run_length(stages: tuple[StagePlan, ...]) -> int:
+    """Optimizer steps of a run: its stages' together."""
+    return sum(stage.steps for stage in stages)
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     workload: str
@@ -65,7 +70,7 @@ class TrainPlan:
 
     @property
     def total_steps(self) -> int:
-        return sum(stage.steps for stage in self.stages)
+        return run_length(self.stages)
 
     def hooks(self) -> DebugHooks:
         return DebugHooks.from_dict(self.debug_hooks)
