@@ -54,6 +54,21 @@ class StageLedger:
         if self._current is not None:
             self.compute[self._current[0]] += unit_seconds
 
+    def absorb(self, timings: dict[str, float]) -> None:
+        """Stages that ran elsewhere inside the current one (a point's later stages in the
+        tokenizer's Train run, `train/point.py`): their wall and compute seconds count as
+        theirs, and their wall no longer as the current stage's."""
+        for key, value in timings.items():
+            if key.startswith(TIME_PREFIX):
+                name = key.removeprefix(TIME_PREFIX).removesuffix("_s")
+                self.wall[name] = self.wall.get(name, 0.0) + value
+                if self._current is not None:
+                    current, began = self._current
+                    self._current = (current, began + value)
+            elif key.startswith(COMPUTE_PREFIX):
+                name = key.removeprefix(COMPUTE_PREFIX).removesuffix("_s")
+                self.compute[name] = self.compute.get(name, 0.0) + value
+
     def stop(self) -> dict[str, float]:
         """`time/<stage>_s` and `compute/<stage>_s` of every stage so far."""
         if self._current is not None:
@@ -87,6 +102,12 @@ def record(unit_seconds: float) -> None:
     no point runs here: a stage called on its own, in a test or a tool)."""
     if _ledger is not None:
         _ledger.add(unit_seconds)
+
+
+def absorb(timings: dict[str, float]) -> None:
+    """`StageLedger.absorb` on the running point's ledger (a no-op outside a point)."""
+    if _ledger is not None:
+        _ledger.absorb(timings)
 
 
 @contextmanager

@@ -117,10 +117,13 @@ def run_point(
     callbacks: list | None = None,
     on_intermediate: Callable[[dict[str, float]], None] | None = None,
     tokenizer_only: bool = False,
+    own_tokenizer: bool = False,
 ) -> dict[str, float]:
     """Run (or finish, or just read back) every stage of one point; returns its final metrics.
 
     `tokenizer_only` stops after the tokenizer evaluation (a pruned sweep's first phase).
+    `own_tokenizer`: no other point of the sweep uses this point's tokenizer, so its training
+    may go on into the later stages in one Train run (`train/point.py`).
 
     With `on_intermediate` and `evaluation.intermediate_every` > 0 the generator trains in rounds
     and each round's `fd_intermediate` goes to `on_intermediate` (Tune's report, for ASHA).
@@ -128,7 +131,13 @@ def run_point(
     from orchestrator.data import build_latent_cache, tokenizer_identity
     from orchestrator.evaluation.jobs import evaluate_generator, evaluate_tokenizer
     from orchestrator.storage.pretrained import import_generator, import_tokenizer
-    from orchestrator.train.driver import train_generator, train_tokenizer
+    from orchestrator.train.driver import (
+        finished_result,
+        train_generator,
+        train_point,
+        train_tokenizer,
+    )
+    from orchestrator.train.point import one_run_allowed
 
     name = point_label(cfg)
     logger = RunLogger(run_ref)
@@ -154,9 +163,30 @@ def run_point(
             logger.set_tags({f"ldm.key.{part}": key for part, key in keys.as_dict().items()})
 
             stage("tokenizer")
+            one_run = one_run_allowed(
+                cfg,
+                own_tokenizer=own_tokenizer,
+                tokenizer_only=tokenizer_only,
+                rounds=on_intermediate is not None and bool(intermediate_steps(cfg)),
+            )
             with stage_lock(keys.tokenizer):
                 if cfg.tokenizer.pretrained is not None:
                     import_tokenizer(cfg, storage)
+                elif one_run and finished_result(cfg, storage, "tokenizer") is None:
+                    with (
+                        stage_lock(keys.tokenizer_eval),
+                        stage_lock(keys.cache),
+                        stage_lock(keys.generator),
+                    ):
+                        train_point(
+                            cfg,
+                            storage,
+                            shared.ingested,
+                            shared.evaluator,
+                            run_ref=ref,
+                            callbacks=callbacks,
+                            progress=name,
+                        )
                 else:
                     train_tokenizer(
                         cfg,

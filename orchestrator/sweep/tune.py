@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +170,7 @@ def run_trial(trial_config: dict) -> None:
             overrides=overrides,
             on_intermediate=tune.report,
             tokenizer_only=tokenizer_only,
+            own_tokenizer=trial_config.get("point", {}).get("own_tokenizer", False),
         )
     # In a pruned sweep's first phase, "done" means the point's tokenizer stages are.
     tune.report({**metrics, "point_done": 1})
@@ -647,8 +649,18 @@ def make_tuner(sweep, points, ctx, base, storage, run_name, resume, phase: str |
     param_space: dict = {"ctx": ctx.__dict__, "phase": phase}
     search_alg = scheduler = None
     if sweep.search.algorithm == "grid":
+        # A tokenizer no other point shares may train in one Train run with its point's later
+        # stages (`train/point.py`); an Optuna search cannot know, so its points never do.
+        uses = Counter(p.keys.tokenizer for p in points)
         param_space["point"] = tune.grid_search(
-            [{"index": p.index, "overrides": p.overrides} for p in points]
+            [
+                {
+                    "index": p.index,
+                    "overrides": p.overrides,
+                    "own_tokenizer": uses[p.keys.tokenizer] == 1,
+                }
+                for p in points
+            ]
         )
         num_samples = 1
     else:

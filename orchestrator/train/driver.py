@@ -40,9 +40,7 @@ from orchestrator.train.plan import (
     tokenizer_stages,
 )
 from orchestrator.train.rendezvous import LoopbackTorchConfig
-
-# Ray Train run directories, one per workload, under the storage root.
-RUN_ROOTS = {"tokenizer": "tokenizers", "generator": "generators"}
+from orchestrator.train.state import checkpoint_state
 
 # Train V2's controller takes a worker's report, and notices that a run ended, once per health
 # check (2 s by default) while the reporting worker waits: every `log_every` report and every
@@ -88,6 +86,45 @@ def train_tokenizer(
     done = finished_result(cfg, storage, "tokenizer")
     if done is not None:
         return done
+    return _fit_tokenizer(
+        cfg, storage, ingested, run_ref=run_ref, callbacks=callbacks, hooks=hooks, progress=progress
+    )
+
+
+def train_point(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    ingested,
+    evaluator,
+    *,
+    run_ref: dict | None = None,
+    callbacks: list | None = None,
+    hooks: DebugHooks | None = None,
+    progress: str | None = None,
+) -> TrainResult:
+    """The tokenizer, then in the same Train run and workers its evaluation, its latent cache
+    and the generator (`train/point.py`); returns the tokenizer's result.
+
+    The run lives in the generator's directory (`generators/<key>`): a rerun after an
+    interruption resumes whichever workload it checkpointed last. The tokenizer's export and
+    DONE marker are in `tokenizers/<key>`, the other stages' in theirs, as with one run each.
+    The caller has checked `point.one_run_allowed` and holds the four stages' locks.
+    """
+    from orchestrator.train.point import PointFollowUp
+
+    return _fit_tokenizer(
+        cfg,
+        storage,
+        ingested,
+        run_ref=run_ref,
+        callbacks=callbacks,
+        hooks=hooks,
+        progress=progress,
+        follow_up=PointFollowUp(ingested=ingested, evaluator=evaluator),
+    )
+
+
+def _fit_tokenizer(cfg, storage, ingested, *, follow_up=None, **options) -> TrainResult:
     from orchestrator.data import image_stream
 
     check_tokenizer_training(cfg)
@@ -100,10 +137,9 @@ def train_tokenizer(
             "foundation_weights": foundation_weights(cfg, storage, ingested),
             "lpips_weights": perceptual_loss_weights(cfg),
         },
-        run_ref=run_ref,
-        callbacks=callbacks,
-        hooks=hooks,
-        progress=progress,
+        run_dir=run_rel(cfg, "generator") if follow_up is not None else None,
+        follow_up=follow_up,
+        **options,
     )
 
 
@@ -129,6 +165,24 @@ def train_generator(
     done = finished_result(cfg, storage, "generator")
     if done is not None:
         return done
+    stream, inputs = generator_input(cfg, storage, cache_manifest, ingested)
+    return fit_stage(
+        cfg,
+        storage,
+        "generator",
+        stream,
+        inputs=inputs,
+        run_ref=run_ref,
+        callbacks=callbacks,
+        hooks=hooks,
+        progress=progress,
+        stop_after_step=stop_after_step,
+    )
+
+
+def generator_input(cfg: ExperimentConfig, storage: Storage, cache_manifest, ingested=None):
+    """(TrainStream, workload inputs) of the generator: the latent cache of this config's
+    tokenizer (both checked), or with `cache.mode: on_the_fly` the `ingested` training images."""
     from orchestrator.data import latent_stream, load_manifest, tokenizer_identity
 
     manifest = load_manifest(cache_manifest)
@@ -151,25 +205,12 @@ def train_generator(
         from orchestrator.storage.models import tokenizer_spec
 
         check_tokenizer(manifest, expected_tokenizer)
-        stream = image_stream(ingested, cfg, crop="center")
         inputs["tokenizer"] = {
             "spec": dataclasses.asdict(tokenizer_spec(cfg)),
             "weights": storage.uri_for(Artifacts.tokenizer_weights(keys.tokenizer)),
         }
-    else:
-        stream = latent_stream(manifest, expected_tokenizer, cfg.seed)
-    return fit_stage(
-        cfg,
-        storage,
-        "generator",
-        stream,
-        inputs=inputs,
-        run_ref=run_ref,
-        callbacks=callbacks,
-        hooks=hooks,
-        progress=progress,
-        stop_after_step=stop_after_step,
-    )
+        return image_stream(ingested, cfg, crop="center"), inputs
+    return latent_stream(manifest, expected_tokenizer, cfg.seed), inputs
 
 
 def run_rel(cfg: ExperimentConfig, workload: str) -> str:
@@ -197,19 +238,25 @@ def finished_result(cfg: ExperimentConfig, storage: Storage, workload: str) -> T
     )
 
 
-def latest_checkpoint(storage: Storage, workload: str, key: str):
-    """(metrics, checkpoint) of the run's latest checkpoint, or (None, None) for a new run."""
-    path = storage.uri_for(RUN_ROOTS[workload], key)
+def latest_checkpoint(storage: Storage, workload: str, run_dir: str):
+    """(metrics, checkpoint) of the latest checkpoint of the Train run in `run_dir`
+    (`run_rel`), or (None, None) for a new run, and for one whose latest checkpoint another
+    workload wrote (a point's single run checkpoints its tokenizer into the generator's
+    directory, `train_point`)."""
     try:
-        result = ray.train.Result.from_path(path)
+        result = ray.train.Result.from_path(storage.uri_for(run_dir))
     except RuntimeError:  # no run there yet
         return None, None
-    return result.metrics or {}, result.checkpoint
+    checkpoint = result.checkpoint
+    if checkpoint is not None and checkpoint_state(checkpoint).workload not in (None, workload):
+        return None, None
+    return result.metrics or {}, checkpoint
 
 
-def resume_step(storage: Storage, workload: str, key: str) -> int:
-    """The step of the run's latest checkpoint (0 for a new run): where its data resumes."""
-    metrics, _ = latest_checkpoint(storage, workload, key)
+def resume_step(storage: Storage, workload: str, run_dir: str) -> int:
+    """The step of `workload`'s latest checkpoint in the run (0 for a new run): where its data
+    resumes."""
+    metrics, _ = latest_checkpoint(storage, workload, run_dir)
     return int((metrics or {}).get("step", 0))
 
 
@@ -223,7 +270,7 @@ def checkpoint_ema_weights(cfg: ExperimentConfig, storage: Storage) -> tuple[int
     from orchestrator.train.state import load_extra
     from workloads.dit import EMA
 
-    metrics, checkpoint = latest_checkpoint(storage, "generator", stage_keys(cfg).generator)
+    metrics, checkpoint = latest_checkpoint(storage, "generator", run_rel(cfg, "generator"))
     if checkpoint is None:
         raise FileNotFoundError(
             f"the generator run of {stage_keys(cfg).generator} has no checkpoint"
@@ -234,23 +281,33 @@ def checkpoint_ema_weights(cfg: ExperimentConfig, storage: Storage) -> tuple[int
     return int(metrics["step"]), ema.model_state_dict(build_generator(cfg))
 
 
-def fit_stage(
+@dataclass(frozen=True)
+class PlannedRun:
+    """A workload's `TrainPlan`, the Ray Datasets its ranks stream (none when each rank fetches
+    its rows itself) and its worker count."""
+
+    plan: TrainPlan
+    datasets: dict
+    num_workers: int
+
+
+def plan_run(
     cfg: ExperimentConfig,
     storage: Storage,
     workload: str,
     stream: TrainStream,
     *,
     inputs: dict,
+    start_step: int,
     run_ref: dict | None = None,
-    callbacks: list | None = None,
     hooks: DebugHooks | None = None,
     progress: str | None = None,
     stop_after_step: int | None = None,
-) -> TrainResult:
-    """Run `train_loop_per_worker` for `workload` on `stream` (columns as the workload reads
-    them: `image` for the tokenizer, cached moments + `label` for the generator), each rank
-    reading its own rows from the run's checkpointed step on (`orchestrator/data/stream.py`)."""
-    rel = run_rel(cfg, workload)
+    follow_up=None,
+) -> PlannedRun:
+    """What `train_loop_per_worker` needs for `workload` on `stream` (columns as the workload
+    reads them: `image` for the tokenizer, cached moments + `label` for the generator), each
+    rank reading its own rows from `start_step` on (`orchestrator/data/stream.py`)."""
     resources = cfg.resources
     training = cfg.tokenizer.training if workload == "tokenizer" else cfg.generator.training
     num_workers = (
@@ -273,7 +330,6 @@ def fit_stage(
         micro_batch=micro_batch,
         accumulation=training.gradient_accumulation_steps,
     )
-    start_step = resume_step(storage, workload, rel.split("/", 1)[1])
     end_step = run_length(stages)
     # Small data is fetched by each rank itself; the rest streams (`stream.py`).
     if stream.fits_in(resources.in_worker_data_mb):
@@ -286,14 +342,64 @@ def fit_stage(
         stages=stages,
         micro_batch=micro_batch,
         storage_uri=storage.uri,
-        run_rel=rel,
+        run_rel=run_rel(cfg, workload),
         inputs=inputs,
         run_ref=run_ref,
         debug_hooks=(hooks or DebugHooks()).to_dict(),
         progress=progress,
         stop_after_step=stop_after_step,
         rank_rows=rank_rows,
+        follow_up=follow_up,
     )
+    return PlannedRun(plan, datasets, num_workers)
+
+
+def trained_summary(outcome: dict, plan: TrainPlan) -> dict:
+    """The DONE marker of a finished training run (what `finished_result` reads back)."""
+    return {
+        "export_dir": outcome["export_dir"],
+        "metrics": outcome["metrics"],
+        "steps": outcome["steps"],
+        "skipped_steps": outcome["skipped_steps"],
+        "stages": [dataclasses.asdict(stage) for stage in plan.stages],
+    }
+
+
+def fit_stage(
+    cfg: ExperimentConfig,
+    storage: Storage,
+    workload: str,
+    stream: TrainStream,
+    *,
+    inputs: dict,
+    run_ref: dict | None = None,
+    callbacks: list | None = None,
+    hooks: DebugHooks | None = None,
+    progress: str | None = None,
+    stop_after_step: int | None = None,
+    run_dir: str | None = None,
+    follow_up=None,
+) -> TrainResult:
+    """Run `train_loop_per_worker` for `workload` on `stream` as one Ray Train run in
+    `run_dir` (default: the workload's own, `run_rel`); with `follow_up` the same workers go on
+    with the rest of the point (`train_point`)."""
+    rel = run_rel(cfg, workload)
+    run_dir = run_dir or rel
+    planned = plan_run(
+        cfg,
+        storage,
+        workload,
+        stream,
+        inputs=inputs,
+        start_step=resume_step(storage, workload, run_dir),
+        run_ref=run_ref,
+        hooks=hooks,
+        progress=progress,
+        stop_after_step=stop_after_step,
+        follow_up=follow_up,
+    )
+    resources = cfg.resources
+    training = planned.plan.training()
     # The trial's share (`sweep/resources.py`): one slot per worker; never a GPU the cluster
     # lacks (a Train run waiting for unsatisfiable resources retries forever instead of failing).
     share = policy.share(cfg)
@@ -302,25 +408,29 @@ def fit_stage(
     # A rank's row order is what a resume reproduces: blocks are decoded in parallel but handed
     # to the rank in order.
     options.preserve_order = True
+    root, name = run_dir.split("/", 1)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=plan.to_dict(),
+        train_loop_config=planned.plan.to_dict(),
         # Simulated GPUs compute on the CPU, where NCCL cannot run.
         torch_config=LoopbackTorchConfig(backend="gloo" if policy.simulated() else None),
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=share.gpu, resources_per_worker=share.per_slot()
+            num_workers=planned.num_workers,
+            use_gpu=share.gpu,
+            resources_per_worker=share.per_slot(),
         ),
         run_config=RunConfig(
-            name=rel.split("/", 1)[1],
-            storage_path=storage.uri_for(RUN_ROOTS[workload]),
+            name=name,
+            storage_path=storage.uri_for(root),
             failure_config=FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=training.keep_checkpoints),
             callbacks=callbacks,
         ),
-        datasets=datasets,
+        datasets=planned.datasets,
         # Each rank reads only its own dataset; none is split (see `stream.py` for why).
         dataset_config=DataConfig(
-            datasets_to_split=[], execution_options={name: options for name in datasets}
+            datasets_to_split=[],
+            execution_options={name: options for name in planned.datasets},
         ),
     )
     try:
@@ -334,17 +444,14 @@ def fit_stage(
     outcome = result.return_value
     # Seconds inside steps over all ranks, each rank holding one slot of the share.
     budget.record(outcome["compute_s"] * share.units)
+    if "follow_up" in outcome:  # the point's later stages, timed in the workers
+        budget.absorb(outcome["follow_up"])
     # A rerun that only had to export (its last checkpoint was the end) trained no step: the
     # metrics are then those of that checkpoint.
     metrics = outcome["metrics"] or result.metrics or {}
     if not outcome["completed"]:
         return TrainResult(None, metrics, outcome["steps"], skipped=False, completed=False)
-    summary = {
-        "export_dir": outcome["export_dir"],
-        "metrics": metrics,
-        "steps": outcome["steps"],
-        "skipped_steps": outcome["skipped_steps"],
-        "stages": [dataclasses.asdict(stage) for stage in stages],
-    }
-    Artifacts(storage).mark_done(rel, summary)
+    Artifacts(storage).mark_done(
+        rel, trained_summary({**outcome, "metrics": metrics}, planned.plan)
+    )
     return TrainResult(outcome["export_dir"], metrics, outcome["steps"], skipped=False)

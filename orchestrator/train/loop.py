@@ -45,6 +45,7 @@ from orchestrator.train.guard import NonFiniteGuard
 from orchestrator.train.plan import TrainPlan
 from orchestrator.train.state import (
     TrainState,
+    checkpoint_state,
     consolidated_weights,
     load_engine,
     load_rng,
@@ -123,7 +124,12 @@ def train_loop_per_worker(config: dict) -> dict:
     role, rank = f"{plan.workload} worker", ray.train.get_context().get_world_rank()
     point, run = policy.point_id(plan.config()), plan.run_rel
     policy.record_placement(role, point, rank=rank, run=run, phase="start")
-    outcome = _train_worker(plan)
+    if plan.follow_up is None:
+        outcome = _train_worker(plan)
+    else:
+        from orchestrator.train.point import train_point_here
+
+        outcome = train_point_here(plan, _train_worker)
     policy.record_placement(role, point, rank=rank, run=run, phase="end")
     return outcome
 
@@ -143,9 +149,17 @@ def _train_worker(plan: TrainPlan) -> dict:
     session: Session | None = None
     weights = None
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None and checkpoint_state(checkpoint).workload not in (
+        None,
+        plan.workload,
+    ):
+        # The other workload's, in a point's single run (`train/point.py`): not ours to resume.
+        checkpoint = None
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as restored:
         if restored is None:
-            state = TrainState(world_size=world_size, zero_stage=training.zero_stage)
+            state = TrainState(
+                world_size=world_size, zero_stage=training.zero_stage, workload=plan.workload
+            )
             seed_everything(_stream_seed(cfg.seed, 0, rank), workload.generators)
         else:
             restored = Path(restored)
@@ -165,6 +179,7 @@ def _train_worker(plan: TrainPlan) -> dict:
                 )
             workload.load_extras(restored)
             state.world_size, state.zero_stage = world_size, training.zero_stage
+            state.workload = plan.workload
     if session is not None:
         workload.start(session.engine)
 

@@ -20,6 +20,7 @@ from orchestrator.train.hooks import DebugHooks
 if TYPE_CHECKING:
     # Not at run time: the CLI plans (`sweep/cost.py`) import this module before Ray may load.
     from orchestrator.data.stream import RankRows
+    from orchestrator.train.point import PointFollowUp
 
 WORKLOADS = ("tokenizer", "generator")
 
@@ -56,6 +57,9 @@ class TrainPlan:
     # Per rank, its rows when it fetches them itself (data that fits in memory); None: each
     # rank reads its Ray Dataset `train_<rank>` (`orchestrator/data/stream.py`).
     rank_rows: list[RankRows] | None = None
+    # The tokenizer's run only: after it, the same workers evaluate it, cache the latents and
+    # train the generator (`train/point.py`).
+    follow_up: PointFollowUp | None = None
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -91,6 +95,7 @@ class TrainPlan:
             "progress": self.progress,
             "stop_after_step": self.stop_after_step,
             "rank_rows": self.rank_rows,
+            "follow_up": self.follow_up,
         }
 
     @classmethod

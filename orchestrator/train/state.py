@@ -59,6 +59,9 @@ class TrainState:
     # The layout that wrote the checkpoint: a different one on resume means re-sharding.
     world_size: int = 1
     zero_stage: int = 0
+    # Which workload wrote it: a point's single Train run (`train/point.py`) checkpoints its
+    # tokenizer, then its generator, into one run directory. None: written before this field.
+    workload: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,6 +137,13 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------ restore
 def read_train_state(directory: Path) -> TrainState:
     return TrainState.from_dict(json.loads((directory / TRAIN_STATE).read_text()))
+
+
+def checkpoint_state(checkpoint) -> TrainState:
+    """The `TrainState` of a Ray checkpoint, read from its `train_state.json` alone (on object
+    storage, without downloading the engine files)."""
+    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{TRAIN_STATE}") as stream:
+        return TrainState.from_dict(json.loads(stream.read()))
 
 
 def load_engine(engine, directory: Path) -> None:
