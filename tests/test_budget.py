@@ -33,6 +33,21 @@ def test_ledger_keeps_wall_and_compute_per_stage():
     assert budget.total_compute(ledger.stop()) == 5.0
 
 
+def test_absorbed_stages_move_out_of_the_current_one():
+    """Stages another process timed inside the current stage (a point's single Train run)
+    count as theirs, and their wall seconds leave the current stage's."""
+    with budget.point_ledger() as ledger:
+        ledger.start("tokenizer")
+        time.sleep(0.3)
+        budget.record(2.0)
+        budget.absorb({"time/generator_s": 0.2, "compute/generator_s": 4.0})
+        seconds = ledger.stop()
+    assert seconds["compute/tokenizer_s"] == 2.0
+    assert seconds["compute/generator_s"] == 4.0
+    assert seconds["time/generator_s"] == 0.2
+    assert 0.1 - 0.01 <= seconds["time/tokenizer_s"] < 0.2
+
+
 def test_nested_ledgers_restore_the_outer_one():
     with budget.point_ledger() as outer:
         outer.start("shared inputs")

@@ -315,7 +315,8 @@ def generator_round(
     from orchestrator.train.driver import (
         checkpoint_ema_weights,
         finished_result,
-        latest_checkpoint,
+        resume_step,
+        run_rel,
         train_generator,
     )
 
@@ -325,8 +326,7 @@ def generator_round(
         return scored
     if finished_result(cfg, storage, "generator") is not None:
         return None
-    metrics, _ = latest_checkpoint(storage, "generator", key)
-    reached = int((metrics or {}).get("step", 0))
+    reached = resume_step(storage, "generator", run_rel(cfg, "generator"))
     if reached > step:
         return None
     if reached < step:

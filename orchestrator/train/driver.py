@@ -3,7 +3,8 @@
 A run is named by its stage key and lives under the configured storage
 (`<storage>/tokenizers/<key>/`, `<storage>/generators/<key>/`), so running the same config
 again resumes from the run's latest checkpoint (Train V2 finds `checkpoint_manager_snapshot.json`
-there), and a run whose `DONE.json` exists is not started at all.
+there), and a run whose `DONE.json` exists is not started at all. `train_point` trains a
+point's tokenizer and generator in one run, in the generator's directory (`train/point.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from orchestrator.train.plan import (
     tokenizer_stages,
 )
 from orchestrator.train.rendezvous import LoopbackTorchConfig
-from orchestrator.train.state import checkpoint_state
+from orchestrator.train.state import resumes_from
 
 # Train V2's controller takes a worker's report, and notices that a run ended, once per health
 # check (2 s by default) while the reporting worker waits: every `log_every` report and every
@@ -248,7 +249,7 @@ def latest_checkpoint(storage: Storage, workload: str, run_dir: str):
     except RuntimeError:  # no run there yet
         return None, None
     checkpoint = result.checkpoint
-    if checkpoint is not None and checkpoint_state(checkpoint).workload not in (None, workload):
+    if checkpoint is not None and not resumes_from(checkpoint, workload):
         return None, None
     return result.metrics or {}, checkpoint
 

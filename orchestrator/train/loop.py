@@ -45,11 +45,11 @@ from orchestrator.train.guard import NonFiniteGuard
 from orchestrator.train.plan import TrainPlan
 from orchestrator.train.state import (
     TrainState,
-    checkpoint_state,
     consolidated_weights,
     load_engine,
     load_rng,
     read_train_state,
+    resumes_from,
     seed_everything,
     write_checkpoint,
     write_export,
@@ -149,12 +149,8 @@ def _train_worker(plan: TrainPlan) -> dict:
     session: Session | None = None
     weights = None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None and checkpoint_state(checkpoint).workload not in (
-        None,
-        plan.workload,
-    ):
-        # The other workload's, in a point's single run (`train/point.py`): not ours to resume.
-        checkpoint = None
+    if checkpoint is not None and not resumes_from(checkpoint, plan.workload):
+        checkpoint = None  # the other workload's, in a point's single run
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as restored:
         if restored is None:
             state = TrainState(

@@ -146,6 +146,13 @@ def checkpoint_state(checkpoint) -> TrainState:
         return TrainState.from_dict(json.loads(stream.read()))
 
 
+def resumes_from(checkpoint, workload: str) -> bool:
+    """Whether `workload` resumes from this Ray checkpoint: one it wrote, or one from before
+    checkpoints named their workload. A point's single run (`train/point.py`) holds both
+    workloads' checkpoints in one directory."""
+    return checkpoint_state(checkpoint).workload in (None, workload)
+
+
 def load_engine(engine, directory: Path) -> None:
     """Model and optimizer state of the same world size and ZeRO stage."""
     load_path, _ = engine.load_checkpoint(
