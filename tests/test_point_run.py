@@ -3,7 +3,7 @@ same metrics and weights bit for bit, its layout on storage, and its two ways of
 interrupted (a preempted run resumed by a rerun; a worker killed while the generator trains,
 restarted by Ray Train inside the same run).
 
-Hardware: CPU only (real Ray, Ray Train, DeepSpeed on gloo); four micro points, ~2 minutes.
+Hardware: CPU only (real Ray, Ray Train, DeepSpeed on gloo); five micro points, ~2.5 minutes.
 """
 
 from __future__ import annotations
@@ -114,6 +114,20 @@ def test_one_run_gives_the_outputs_of_one_run_per_stage(reference, tmp_path):
         assert metrics[f"{TIME_PREFIX}{stage}_s"] > 0, stage
     walls = sum(v for k, v in metrics.items() if k.startswith(TIME_PREFIX))
     assert walls <= elapsed
+
+
+def test_a_generator_whose_data_streams_trains_in_its_own_run(reference, tmp_path):
+    """With `in_worker_data_mb: 0` the data streams through Ray Datasets, which a Train run gets
+    when it starts: the single run trains the tokenizer (streaming), evaluates it and caches its
+    latents, and the generator then trains in its own run in the same directory, past the
+    tokenizer's checkpoints there. The same rows give the same bits."""
+    root, _, expected = reference
+    cfg, storage, _ = fresh_storage(reference, tmp_path)
+    cfg = replace(cfg, resources=replace(cfg.resources, in_worker_data_mb=0.0))
+    metrics = run_point(cfg, storage, own_tokenizer=True)
+    assert results(metrics) == results(expected)
+    assert_same_weights(weights(tmp_path, cfg), weights(root, cfg))
+    assert not (tmp_path / run_rel(cfg, "tokenizer") / "checkpoint_manager_snapshot.json").exists()
 
 
 def test_a_preempted_single_run_resumes_its_tokenizer_on_rerun(reference, tmp_path):

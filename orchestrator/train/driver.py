@@ -40,6 +40,7 @@ from orchestrator.train.plan import (
     run_length,
     tokenizer_stages,
 )
+from orchestrator.train.point import PointFollowUp
 from orchestrator.train.rendezvous import LoopbackTorchConfig
 from orchestrator.train.state import resumes_from
 
@@ -111,8 +112,6 @@ def train_point(
     DONE marker are in `tokenizers/<key>`, the other stages' in theirs, as with one run each.
     The caller has checked `point.one_run_allowed` and holds the four stages' locks.
     """
-    from orchestrator.train.point import PointFollowUp
-
     return _fit_tokenizer(
         cfg,
         storage,
@@ -125,7 +124,9 @@ def train_point(
     )
 
 
-def _fit_tokenizer(cfg, storage, ingested, *, follow_up=None, **options) -> TrainResult:
+def _fit_tokenizer(
+    cfg, storage, ingested, *, follow_up: PointFollowUp | None = None, **options
+) -> TrainResult:
     from orchestrator.data import image_stream
 
     check_tokenizer_training(cfg)
@@ -304,7 +305,7 @@ def plan_run(
     hooks: DebugHooks | None = None,
     progress: str | None = None,
     stop_after_step: int | None = None,
-    follow_up=None,
+    follow_up: PointFollowUp | None = None,
 ) -> PlannedRun:
     """What `train_loop_per_worker` needs for `workload` on `stream` (columns as the workload
     reads them: `image` for the tokenizer, cached moments + `label` for the generator), each
@@ -379,7 +380,7 @@ def fit_stage(
     progress: str | None = None,
     stop_after_step: int | None = None,
     run_dir: str | None = None,
-    follow_up=None,
+    follow_up: PointFollowUp | None = None,
 ) -> TrainResult:
     """Run `train_loop_per_worker` for `workload` on `stream` as one Ray Train run in
     `run_dir` (default: the workload's own, `run_rel`); with `follow_up` the same workers go on
